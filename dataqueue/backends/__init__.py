@@ -1,0 +1,1 @@
+"""Storage backends behind the :class:`dataqueue.backends.base.Backend` protocol."""

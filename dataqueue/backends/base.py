@@ -1,0 +1,84 @@
+"""The Backend protocol: every storage operation dataqueue performs.
+
+:class:`dataqueue.queue.JobQueue` validates input and emits hooks; it reaches the store
+only through these methods. Each backend implements all of them, and the integration
+tests run the same behaviour against each.
+
+Conventions: inputs are already validated (see :mod:`dataqueue.validation`); methods
+that change state report what they changed (a bool, a count or the affected ids) so
+that the queue emits hooks only for real changes (W-EV-1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from dataqueue.records import JobEvent, JobRecord
+from dataqueue.validation import JobFilter, NewJob
+
+
+class Backend(Protocol):
+    """What a store must do for a :class:`dataqueue.queue.JobQueue`."""
+
+    def add_jobs(self, jobs: Sequence[NewJob], db: Any = None) -> list[int]:
+        """Insert ``jobs`` with one ``added`` event each; return ids in input order.
+
+        Batch placeholders (negative ids in ``depends_on_job_ids``) refer to earlier
+        jobs of ``jobs``. A job whose idempotency key exists resolves to the existing
+        id and writes nothing. ``db`` is the caller's open transaction, or None.
+        Prerequisite ids that do not exist raise ``JobDependencyError``.
+        """
+        ...
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        """The job, or None."""
+        ...
+
+    def list_jobs(self, filters: JobFilter, limit: int, offset: int) -> list[JobRecord]:
+        """Jobs matching ``filters``, newest first (``created_at``, then ``id``)."""
+        ...
+
+    def get_job_events(self, job_id: int) -> list[JobEvent]:
+        """The job's events, oldest first (``created_at``, then ``id``)."""
+        ...
+
+    def retry_job(self, job_id: int) -> bool:
+        """Failed or processing job back to pending; True if a row changed."""
+        ...
+
+    def cancel_job(self, job_id: int) -> bool:
+        """Pending or waiting job to cancelled; True if a row changed."""
+        ...
+
+    def edit_job(self, job_id: int, updates: dict[str, Any]) -> bool:
+        """Apply validated ``updates`` to a pending job; True if a row changed."""
+        ...
+
+    def edit_pending_jobs(self, filters: JobFilter, updates: dict[str, Any]) -> int:
+        """Apply ``updates`` to every pending job matching ``filters``; return the count."""
+        ...
+
+    def cancel_upcoming_jobs(self, filters: JobFilter) -> list[int]:
+        """Cancel every pending job matching ``filters``; return their ids."""
+        ...
+
+    def cleanup_old_jobs(self, days_to_keep: int, batch_size: int) -> int:
+        """Delete completed jobs older than ``days_to_keep`` days in batches; return count."""
+        ...
+
+    def cleanup_old_job_events(self, days_to_keep: int, batch_size: int) -> int:
+        """Delete events older than ``days_to_keep`` days in batches; return count."""
+        ...
+
+    def reclaim_stuck_jobs(self, max_processing_time_minutes: int) -> int:
+        """Release jobs locked longer than allowed; return how many were released."""
+        ...
+
+    def reset_after_fork(self) -> None:
+        """Drop connections inherited from a parent process without closing them."""
+        ...
+
+    def close(self) -> None:
+        """Release what this backend created (never what the caller passed in)."""
+        ...

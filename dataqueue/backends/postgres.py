@@ -1,0 +1,567 @@
+"""PostgreSQL backend: SQLAlchemy Core statements on :mod:`dataqueue.schema`.
+
+Every operation is a single SQL statement run in autocommit mode: one round trip,
+and atomic by itself. A state change and the events it writes are one statement
+(data-modifying CTEs), so an event can never be lost or written for a change that
+did not happen (W-EV-1, W-EV-2). Only ``add_jobs`` may run on the caller's
+connection (``db=``), where the same single statement joins the caller's
+transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.orm import Session, scoped_session
+
+from dataqueue import schema
+from dataqueue.backends import pg_enqueue
+from dataqueue.config import reset_engine_after_fork
+from dataqueue.enums import FailureReason, JobEventType, JobStatus, TagMatch
+from dataqueue.errors import InvalidJobError, JobDependencyError, SchemaNotReadyError
+from dataqueue.records import JobEvent, JobRecord
+from dataqueue.validation import JobFilter, NewJob
+
+logger = logging.getLogger("dataqueue.postgres")
+
+jq = schema.job_queue
+je = schema.job_events
+
+_UNDEFINED_TABLE = "42P01"
+_UNDEFINED_COLUMN = "42703"
+
+#: camelCase metadata keys of the ``edited`` event.
+_EDIT_EVENT_KEYS = {
+    "payload": "payload",
+    "max_attempts": "maxAttempts",
+    "priority": "priority",
+    "run_at": "runAt",
+    "timeout_ms": "timeoutMs",
+    "tags": "tags",
+    "retry_delay": "retryDelay",
+    "retry_backoff": "retryBackoff",
+    "retry_delay_max": "retryDelayMax",
+    "dead_letter_job_type": "deadLetterJobType",
+}
+
+_RECLAIM_MESSAGE = (
+    "Job was reclaimed after exceeding its processing time on its last attempt "
+    "(the worker stopped or lost its lock)"
+)
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.astimezone(dt.timezone.utc)
+
+
+def job_record_from_row(row: sa.RowMapping | Mapping[str, Any]) -> JobRecord:
+    """Build a :class:`JobRecord` from a ``job_queue`` row mapping."""
+    reason = row["failure_reason"]
+    created_at = _utc(row["created_at"])
+    assert created_at is not None
+    return JobRecord(
+        id=row["id"],
+        job_type=row["job_type"],
+        payload=row["payload"],
+        status=JobStatus(row["status"] or "pending"),
+        created_at=created_at,
+        updated_at=_utc(row["updated_at"]) or created_at,
+        locked_at=_utc(row["locked_at"]),
+        locked_by=row["locked_by"],
+        attempts=row["attempts"] or 0,
+        max_attempts=row["max_attempts"] if row["max_attempts"] is not None else 3,
+        next_attempt_at=_utc(row["next_attempt_at"]),
+        priority=row["priority"] or 0,
+        run_at=_utc(row["run_at"]) or created_at,
+        pending_reason=row["pending_reason"],
+        error_history=list(row["error_history"] or []),
+        timeout_ms=row["timeout_ms"],
+        force_kill_on_timeout=bool(row["force_kill_on_timeout"]),
+        failure_reason=FailureReason(reason) if reason else None,
+        completed_at=_utc(row["completed_at"]),
+        started_at=_utc(row["started_at"]),
+        last_retried_at=_utc(row["last_retried_at"]),
+        last_failed_at=_utc(row["last_failed_at"]),
+        last_cancelled_at=_utc(row["last_cancelled_at"]),
+        tags=row["tags"],
+        idempotency_key=row["idempotency_key"],
+        wait_until=_utc(row["wait_until"]),
+        wait_token_id=row["wait_token_id"],
+        step_data=row["step_data"],
+        progress=row["progress"],
+        output=row["output"],
+        retry_delay=row["retry_delay"],
+        retry_backoff=row["retry_backoff"],
+        retry_delay_max=row["retry_delay_max"],
+        dead_letter_job_type=row["dead_letter_job_type"],
+        dead_lettered_at=_utc(row["dead_lettered_at"]),
+        dead_letter_job_id=row["dead_letter_job_id"],
+        group_id=row["group_id"],
+        group_tier=row["group_tier"],
+        depends_on_job_ids=row["depends_on_job_ids"],
+        depends_on_tags=row["depends_on_tags"],
+    )
+
+
+def job_event_from_row(row: sa.RowMapping | Mapping[str, Any]) -> JobEvent:
+    """Build a :class:`JobEvent` from a ``job_events`` row mapping."""
+    created_at = _utc(row["created_at"])
+    assert created_at is not None
+    return JobEvent(
+        id=row["id"],
+        job_id=row["job_id"],
+        event_type=JobEventType(row["event_type"]),
+        created_at=created_at,
+        metadata=row["metadata"],
+    )
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", exc)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return state if isinstance(state, str) else None
+
+
+def _schema_error(exc: BaseException) -> SchemaNotReadyError | None:
+    if _sqlstate(exc) in (_UNDEFINED_TABLE, _UNDEFINED_COLUMN):
+        return SchemaNotReadyError(
+            "the dataqueue tables are missing or out of date in this database: run "
+            "`dataqueue migrate` (or `alembic upgrade head`) first. "
+            f"Database said: {getattr(exc, 'orig', exc)}"
+        )
+    return None
+
+
+def _tag_condition(mode: TagMatch, values: Sequence[str]) -> sa.ColumnElement[bool]:
+    tags = jq.c.tags
+    array = sa.cast(list(values), pg.ARRAY(sa.Text))
+    if mode is TagMatch.ALL:
+        return tags.contains(array)
+    if mode is TagMatch.ANY:
+        overlap: sa.ColumnElement[bool] = tags.overlap(array)
+        return overlap
+    if mode is TagMatch.NONE:
+        return sa.or_(tags.is_(None), sa.not_(tags.overlap(array)))
+    return sa.and_(tags.contains(array), tags.contained_by(array))
+
+
+_RUN_AT_OPS = {
+    "gt": lambda c, v: c > v,
+    "gte": lambda c, v: c >= v,
+    "lt": lambda c, v: c < v,
+    "lte": lambda c, v: c <= v,
+    "eq": lambda c, v: c == v,
+}
+
+
+def filter_conditions(filters: JobFilter) -> list[sa.ColumnElement[bool]]:
+    """WHERE conditions for a validated :class:`JobFilter`."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    if filters.status is not None:
+        conditions.append(jq.c.status == filters.status.value)
+    if filters.job_type is not None:
+        conditions.append(jq.c.job_type == filters.job_type)
+    if filters.priority is not None:
+        conditions.append(jq.c.priority == filters.priority)
+    for op, value in filters.run_at:
+        conditions.append(_RUN_AT_OPS[op](jq.c.run_at, value))
+    if filters.tag_values or filters.match_tags_when_empty:
+        conditions.append(_tag_condition(filters.tag_mode, filters.tag_values))
+    if filters.cursor is not None:
+        conditions.append(jq.c.id < filters.cursor)
+    return conditions
+
+
+def _events_for(changed: sa.CTE, event_type: JobEventType, metadata: Any = None) -> sa.Insert:
+    """``INSERT INTO job_events … SELECT id FROM changed`` with the CTE on top."""
+    meta: sa.ColumnElement[Any] = (
+        sa.null() if metadata is None else sa.cast(sa.literal(json.dumps(metadata)), pg.JSONB)
+    )
+    rows = sa.select(changed.c.id, sa.literal(event_type.value), meta).order_by(changed.c.id)
+    return (
+        sa.insert(je)
+        .from_select(["job_id", "event_type", "metadata"], rows)
+        .add_cte(changed)
+        .returning(je.c.job_id)
+    )
+
+
+def _update_values(updates: Mapping[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {"updated_at": sa.func.now()}
+    for name, value in updates.items():
+        if name == "payload":
+            values[name] = sa.cast(sa.literal(value), pg.JSONB)
+        elif name == "run_at" and value is None:
+            values[name] = sa.func.now()
+        else:
+            values[name] = value
+    return values
+
+
+def _edit_metadata(updates: Mapping[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for name, value in updates.items():
+        recorded = value
+        if name == "payload":
+            recorded = json.loads(value)
+        elif name == "run_at" and value is not None:
+            recorded = value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        meta[_EDIT_EVENT_KEYS[name]] = recorded
+    return meta
+
+
+class _CallerConnection:
+    """Runs the enqueue statements on a connection the caller owns.
+
+    Never begins, commits, rolls back or closes it. SQLAlchemy ``Connection`` and
+    ``Session`` run the statement through SQLAlchemy; any other object with a
+    ``cursor()`` method is treated as a DB-API connection (psycopg 3, psycopg2,
+    Django's ``django.db.connection``) and gets the statement compiled for it.
+    """
+
+    def __init__(self, db: Any, dialect: sa.Dialect) -> None:
+        self._sa: sa.Connection | None = None
+        self._dbapi: Any = None
+        self._dialect = dialect
+        if isinstance(db, Session | scoped_session):
+            db = db.connection()
+        if isinstance(db, sa.Connection):
+            if db.closed or db.invalidated:
+                raise InvalidJobError(f"db connection {db!r} is closed")
+            if db.dialect.name != "postgresql":
+                raise InvalidJobError(
+                    f"db must be a PostgreSQL connection, got a {db.dialect.name} connection"
+                )
+            self._sa = db
+        elif callable(getattr(db, "cursor", None)):
+            if getattr(db, "closed", False):
+                raise InvalidJobError(f"db connection {db!r} is closed")
+            self._dbapi = db
+        else:
+            raise InvalidJobError(
+                "db must be a SQLAlchemy Connection or Session, or a DB-API connection "
+                f"(psycopg, Django's connection), got {db!r}"
+            )
+
+    def execute(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
+        statement = sa.text(sql)
+        if self._sa is not None:
+            return list(self._sa.execute(statement, dict(params)).all())
+        compiled = statement.compile(dialect=self._dialect)
+        with self._dbapi.cursor() as cursor:
+            cursor.execute(compiled.string, compiled.construct_params(dict(params)))
+            return list(cursor.fetchall())
+
+
+def _dedupe_idempotency_keys(jobs: Sequence[NewJob]) -> tuple[list[NewJob], list[int]]:
+    """Drop later jobs whose key repeats an earlier one in the batch.
+
+    Returns the unique jobs and, for every input index, its index among them. Batch
+    placeholders are rewritten to the unique indexes.
+    """
+    first_by_key: dict[str, int] = {}
+    unique: list[NewJob] = []
+    index_map: list[int] = []
+    for job in jobs:
+        key = job.idempotency_key
+        if key is not None and key in first_by_key:
+            index_map.append(first_by_key[key])
+            continue
+        if key is not None:
+            first_by_key[key] = len(unique)
+        index_map.append(len(unique))
+        unique.append(job)
+    if len(unique) == len(jobs):
+        return unique, index_map
+    remapped = []
+    for job in unique:
+        ids = job.depends_on_job_ids
+        if ids and any(i < 0 for i in ids):
+            ids = [i if i >= 0 else -(index_map[-i - 1] + 1) for i in ids]
+            remapped.append(attrs.evolve(job, depends_on_job_ids=ids))
+        else:
+            remapped.append(job)
+    return remapped, index_map
+
+
+class PostgresBackend:
+    """The :class:`dataqueue.backends.base.Backend` on PostgreSQL.
+
+    ``engine`` is shared, never disposed here unless ``owns_engine``. ``schema`` names
+    the PostgreSQL schema of the tables (None: the connection's search_path).
+    """
+
+    def __init__(self, engine: sa.Engine, *, schema: str | None = None, owns_engine: bool = False):
+        self.engine = engine
+        self.schema = schema
+        self._owns_engine = owns_engine
+        options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
+        if schema is not None:
+            options["schema_translate_map"] = {None: schema}
+        # Every operation is one statement, so autocommit saves BEGIN/COMMIT round trips.
+        self._autocommit = engine.execution_options(**options)
+        self._sql = pg_enqueue.render_statements(schema)
+
+    # -- plumbing -------------------------------------------------------------------
+
+    @contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            schema_error = _schema_error(exc)
+            if schema_error is not None:
+                raise schema_error from exc
+            raise
+
+    def _rows(self, statement: sa.Executable) -> list[sa.Row[Any]]:
+        with self._translate_errors(), self._autocommit.connect() as conn:
+            return list(conn.execute(statement).all())
+
+    def _count(self, statement: sa.Executable) -> int:
+        with self._translate_errors(), self._autocommit.connect() as conn:
+            return conn.execute(statement).rowcount
+
+    # -- enqueue --------------------------------------------------------------------
+
+    def add_jobs(self, jobs: Sequence[NewJob], db: Any = None) -> list[int]:
+        if not jobs:
+            return []
+        unique, index_map = _dedupe_idempotency_keys(jobs)
+        with self._translate_errors():
+            if db is not None:
+                caller = _CallerConnection(db, self.engine.dialect)
+                ids = self._enqueue(unique, caller.execute)
+            else:
+                with self._autocommit.connect() as conn:
+                    ids = self._enqueue(
+                        unique, lambda sql, p: list(conn.execute(sa.text(sql), dict(p)).all())
+                    )
+        return [ids[i] for i in index_map]
+
+    def _enqueue(self, jobs: Sequence[NewJob], execute: Any) -> list[int]:
+        prerequisites = sorted({i for job in jobs for i in job.depends_on_job_ids or [] if i > 0})
+        if prerequisites:
+            found = {row[0] for row in execute(self._sql["existing_ids"], {"ids": prerequisites})}
+            missing = [i for i in prerequisites if i not in found]
+            if missing:
+                raise JobDependencyError(
+                    "depends_on.job_ids: one or more job ids do not exist "
+                    f"({', '.join(map(str, missing))})",
+                    missing,
+                )
+        params = pg_enqueue.enqueue_parameters(jobs, self._sql["sequence"])
+        rows = execute(self._sql["enqueue"], params)
+        ids = [row[1] for row in rows]
+        unresolved = {
+            jobs[n].idempotency_key: n
+            for n, row in enumerate(rows)
+            if not row[2] and row[3] is None and jobs[n].idempotency_key is not None
+        }
+        if unresolved:
+            # A concurrent transaction inserted the key after our statement's snapshot
+            # was taken; a new statement sees it.
+            rows = execute(self._sql["ids_by_key"], {"keys": list(unresolved)})
+            found_keys = {row[0]: row[1] for row in rows}
+            for key, n in unresolved.items():
+                if key not in found_keys:
+                    raise InvalidJobError(
+                        "Failed to insert job and could not find existing job with "
+                        f"idempotency key {key!r}"
+                    )
+                ids[n] = found_keys[key]
+        return ids
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        rows = self._rows(sa.select(jq).where(jq.c.id == job_id))
+        return job_record_from_row(rows[0]._mapping) if rows else None
+
+    def list_jobs(self, filters: JobFilter, limit: int, offset: int) -> list[JobRecord]:
+        statement = (
+            sa.select(jq)
+            .where(*filter_conditions(filters))
+            .order_by(jq.c.created_at.desc(), jq.c.id.desc())
+            .limit(limit)
+        )
+        if filters.cursor is None and offset:
+            statement = statement.offset(offset)
+        return [job_record_from_row(row._mapping) for row in self._rows(statement)]
+
+    def get_job_events(self, job_id: int) -> list[JobEvent]:
+        statement = sa.select(je).where(je.c.job_id == job_id).order_by(je.c.created_at, je.c.id)
+        return [job_event_from_row(row._mapping) for row in self._rows(statement)]
+
+    # -- management -----------------------------------------------------------------
+
+    def retry_job(self, job_id: int) -> bool:
+        changed = (
+            sa.update(jq)
+            .where(jq.c.id == job_id, jq.c.status.in_(["failed", "processing"]))
+            .values(
+                status="pending",
+                updated_at=sa.func.now(),
+                locked_at=None,
+                locked_by=None,
+                next_attempt_at=sa.func.now(),
+                last_retried_at=sa.func.now(),
+                # A manual retry of an exhausted job grants one more attempt (W-RT-1).
+                max_attempts=sa.func.greatest(jq.c.max_attempts, jq.c.attempts + 1),
+            )
+            .returning(jq.c.id)
+            .cte("changed")
+        )
+        return bool(self._rows(_events_for(changed, JobEventType.RETRIED)))
+
+    def cancel_job(self, job_id: int) -> bool:
+        return bool(self._cancel(jq.c.id == job_id, jq.c.status.in_(["pending", "waiting"])))
+
+    def cancel_upcoming_jobs(self, filters: JobFilter) -> list[int]:
+        return self._cancel(jq.c.status == "pending", *filter_conditions(filters))
+
+    def _cancel(self, *conditions: sa.ColumnElement[bool]) -> list[int]:
+        changed = (
+            sa.update(jq)
+            .where(*conditions)
+            .values(
+                status="cancelled",
+                updated_at=sa.func.now(),
+                last_cancelled_at=sa.func.now(),
+                wait_until=None,
+                wait_token_id=None,
+            )
+            .returning(jq.c.id)
+            .cte("changed")
+        )
+        return [row[0] for row in self._rows(_events_for(changed, JobEventType.CANCELLED))]
+
+    def edit_job(self, job_id: int, updates: dict[str, Any]) -> bool:
+        return bool(self._edit(updates, jq.c.id == job_id))
+
+    def edit_pending_jobs(self, filters: JobFilter, updates: dict[str, Any]) -> int:
+        return self._edit(updates, *filter_conditions(filters))
+
+    def _edit(self, updates: dict[str, Any], *conditions: sa.ColumnElement[bool]) -> int:
+        if not updates:
+            return 0
+        changed = (
+            sa.update(jq)
+            .where(jq.c.status == "pending", *conditions)
+            .values(_update_values(updates))
+            .returning(jq.c.id)
+            .cte("changed")
+        )
+        statement = _events_for(changed, JobEventType.EDITED, _edit_metadata(updates))
+        return len(self._rows(statement))
+
+    def cleanup_old_jobs(self, days_to_keep: int, batch_size: int) -> int:
+        cutoff = sa.func.now() - sa.func.make_interval(0, 0, 0, days_to_keep)
+        batch = (
+            sa.select(jq.c.id)
+            .where(jq.c.status == "completed", jq.c.updated_at < cutoff)
+            .order_by(jq.c.updated_at)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        return self._delete_in_batches(sa.delete(jq).where(jq.c.id.in_(batch)), batch_size)
+
+    def cleanup_old_job_events(self, days_to_keep: int, batch_size: int) -> int:
+        cutoff = sa.func.now() - sa.func.make_interval(0, 0, 0, days_to_keep)
+        batch = (
+            sa.select(je.c.id)
+            .where(je.c.created_at < cutoff)
+            .order_by(je.c.created_at)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        return self._delete_in_batches(sa.delete(je).where(je.c.id.in_(batch)), batch_size)
+
+    def _delete_in_batches(self, statement: sa.Delete, batch_size: int) -> int:
+        total = 0
+        while True:
+            deleted = self._count(statement)
+            total += deleted
+            if deleted < batch_size:
+                return total
+
+    def reclaim_stuck_jobs(self, max_processing_time_minutes: int) -> int:
+        allowed = sa.func.greatest(
+            sa.func.make_interval(0, 0, 0, 0, 0, max_processing_time_minutes),
+            sa.func.coalesce(jq.c.timeout_ms, 0) * sa.text("interval '1 millisecond'"),
+        )
+        stuck = (
+            sa.select(jq.c.id, (jq.c.attempts >= jq.c.max_attempts).label("exhausted"))
+            .where(jq.c.status == "processing", jq.c.locked_at < sa.func.now() - allowed)
+            .with_for_update(skip_locked=True)
+            .cte("stuck")
+        )
+        released = (
+            sa.update(jq)
+            .where(jq.c.id == stuck.c.id, sa.not_(stuck.c.exhausted))
+            .values(status="pending", locked_at=None, locked_by=None, updated_at=sa.func.now())
+            .returning(jq.c.id)
+            .cte("released")
+        )
+        # A job on its last attempt would be pending but never claimable again; it
+        # fails for good instead, with reason "timeout" (W-RT-1).
+        entry = sa.func.jsonb_build_object(
+            "message",
+            _RECLAIM_MESSAGE,
+            "timestamp",
+            sa.func.to_char(
+                sa.func.timezone("UTC", sa.func.now()), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+            ),
+        )
+        failed = (
+            sa.update(jq)
+            .where(jq.c.id == stuck.c.id, stuck.c.exhausted)
+            .values(
+                status="failed",
+                next_attempt_at=None,
+                failure_reason=FailureReason.TIMEOUT.value,
+                last_failed_at=sa.func.now(),
+                updated_at=sa.func.now(),
+                error_history=sa.func.coalesce(jq.c.error_history, sa.text("'[]'::jsonb")).op("||")(
+                    sa.func.jsonb_build_array(entry)
+                ),
+            )
+            .returning(jq.c.id)
+            .cte("failed")
+        )
+        meta = {"message": _RECLAIM_MESSAGE, "failureReason": "timeout", "deadLetterJobId": None}
+        failed_events = (
+            sa.insert(je)
+            .from_select(
+                ["job_id", "event_type", "metadata"],
+                sa.select(
+                    failed.c.id,
+                    sa.literal(JobEventType.FAILED.value),
+                    sa.cast(sa.literal(json.dumps(meta)), pg.JSONB),
+                ),
+            )
+            .cte("failed_events")
+        )
+        statement = sa.select(
+            sa.select(sa.func.count()).select_from(released).scalar_subquery()
+            + sa.select(sa.func.count()).select_from(failed).scalar_subquery()
+        ).add_cte(stuck, released, failed, failed_events)
+        rows = self._rows(statement)
+        return int(rows[0][0])
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def reset_after_fork(self) -> None:
+        reset_engine_after_fork(self.engine)
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()

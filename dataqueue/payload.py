@@ -1,0 +1,60 @@
+"""JSON encoding of payloads, outputs and step results.
+
+Payloads are stored as JSONB. Beyond plain JSON values this accepts attrs instances and
+dataclasses (serialised from their fields), timezone-aware datetimes and dates
+(ISO-8601 strings), UUIDs and tuples/sets (as lists). NaN and infinities are rejected
+because PostgreSQL's JSONB cannot store them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+import uuid
+from typing import Any
+
+import attrs
+
+from dataqueue.errors import InvalidJobError
+
+# A JSON escape of NUL: "\u0000" preceded by an even number of backslashes.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _default(value: Any) -> Any:
+    if attrs.has(type(value)):
+        return attrs.asdict(value, recurse=False)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise TypeError(f"naive datetime {value!r} (pass a timezone-aware datetime)")
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    raise TypeError(f"{type(value).__name__} {value!r:.80} is not JSON serialisable")
+
+
+def encode_json(value: Any, *, what: str = "payload") -> str:
+    """Encode ``value`` as compact JSON text.
+
+    Raises :class:`InvalidJobError` naming ``what`` and the offending value when the
+    value cannot be represented in JSON (including NaN/Infinity and non-string keys
+    that JSON cannot hold).
+    """
+    try:
+        text = json.dumps(value, default=_default, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobError(f"{what} is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        # PostgreSQL's JSONB cannot store NUL characters; fail here, not mid-transaction.
+        raise InvalidJobError(
+            f"{what} contains a NUL character (\\u0000), which JSONB cannot store"
+        )
+    return text

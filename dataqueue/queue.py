@@ -1,0 +1,411 @@
+"""The :class:`JobQueue` facade: validates input, calls the backend, emits hooks.
+
+It owns no SQL and imports no database library; storage goes through the
+:class:`dataqueue.backends.base.Backend` protocol.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from dataqueue import validation as v
+from dataqueue.backends.base import Backend
+from dataqueue.dependencies import resolve_batch_placeholders, validate_tags
+from dataqueue.errors import InvalidJobError, UnsupportedOperationError
+from dataqueue.hooks import EventHooks, Listener
+from dataqueue.records import DependsOn, JobEvent, JobGroup, JobRecord
+
+logger = logging.getLogger("dataqueue.queue")
+
+
+def _non_negative(value: Any, what: str) -> int:
+    return v.require_int(value, what, minimum=0)
+
+
+class JobQueue:
+    """A job queue on one backend. Create it with :func:`dataqueue.init_job_queue`.
+
+    Thread-safe: share one queue between threads. ``close()`` (or leaving a ``with``
+    block) releases what the queue created, never an engine or client you passed in.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        engine: Any = None,
+        redis_client: Any = None,
+        verbose: bool = False,
+    ) -> None:
+        self._backend = backend
+        self._engine = engine
+        self._redis_client = redis_client
+        self._hooks = EventHooks()
+        self.verbose = verbose
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def __enter__(self) -> JobQueue:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release connections the queue created. Engines/clients you passed stay open."""
+        self._backend.close()
+
+    def reset_after_fork(self) -> None:
+        """Forget connections inherited from a parent process (call in a ``post_fork`` hook).
+
+        The queue already does this by itself after ``os.fork()``; calling it again is
+        harmless. The parent's connections are left open for the parent.
+        """
+        self._backend.reset_after_fork()
+
+    def get_engine(self) -> Any:
+        """The SQLAlchemy engine (PostgreSQL backend only)."""
+        if self._engine is None:
+            raise UnsupportedOperationError(
+                "get_engine() is only available with the PostgreSQL backend."
+            )
+        return self._engine
+
+    def get_redis_client(self) -> Any:
+        """The redis-py client (Redis backend only)."""
+        if self._redis_client is None:
+            raise UnsupportedOperationError(
+                "get_redis_client() is only available with the Redis backend."
+            )
+        return self._redis_client
+
+    # -- hooks ----------------------------------------------------------------------
+
+    def on(self, event: str, listener: Listener) -> None:
+        """Call ``listener(payload)`` on every ``event`` (see API.md §8 for payloads)."""
+        self._hooks.on(event, listener)
+
+    def once(self, event: str, listener: Listener) -> None:
+        """Call ``listener(payload)`` on the next ``event`` only."""
+        self._hooks.once(event, listener)
+
+    def off(self, event: str, listener: Listener) -> None:
+        """Remove ``listener`` from ``event``."""
+        self._hooks.off(event, listener)
+
+    def remove_all_listeners(self, event: str | None = None) -> None:
+        """Remove all listeners of ``event`` (or of every event)."""
+        self._hooks.remove_all_listeners(event)
+
+    # -- enqueue --------------------------------------------------------------------
+
+    def add_job(
+        self,
+        job_type: str,
+        payload: Any,
+        *,
+        max_attempts: int = 3,
+        priority: int = 0,
+        run_at: dt.datetime | None = None,
+        timeout_ms: int | None = None,
+        force_kill_on_timeout: bool = False,
+        tags: list[str] | None = None,
+        idempotency_key: str | None = None,
+        retry_delay: int | None = None,
+        retry_backoff: bool | None = None,
+        retry_delay_max: int | None = None,
+        dead_letter_job_type: str | None = None,
+        group: JobGroup | Mapping[str, Any] | None = None,
+        depends_on: DependsOn | Mapping[str, Any] | None = None,
+        db: Any = None,
+    ) -> int:
+        """Add one job and return its id.
+
+        The row and its ``added`` event are written by one statement. With ``db`` (your
+        open SQLAlchemy ``Connection``/``Session`` or DB-API connection) they join your
+        transaction and vanish if you roll back; the queue never commits, rolls back or
+        closes it. An ``idempotency_key`` that already exists returns the existing id
+        and changes nothing. Raises :class:`InvalidJobError` (or
+        :class:`JobDependencyError`) naming the bad value before anything is written.
+        """
+        job = v.build_new_job(
+            job_type,
+            payload,
+            {
+                "max_attempts": max_attempts,
+                "priority": priority,
+                "run_at": run_at,
+                "timeout_ms": timeout_ms,
+                "force_kill_on_timeout": force_kill_on_timeout,
+                "tags": tags,
+                "idempotency_key": idempotency_key,
+                "retry_delay": retry_delay,
+                "retry_backoff": retry_backoff,
+                "retry_delay_max": retry_delay_max,
+                "dead_letter_job_type": dead_letter_job_type,
+                "group": group,
+                "depends_on": depends_on,
+            },
+        )
+        v.reject_placeholders(job)
+        (job_id,) = self._backend.add_jobs([job], db)
+        self._hooks.emit("job:added", {"job_id": job_id, "job_type": job.job_type})
+        return job_id
+
+    def add_jobs(self, jobs: Iterable[Any], *, db: Any = None) -> list[int]:
+        """Add many jobs in one statement; return their ids in input order.
+
+        Each entry is a :class:`JobOptions` or a mapping with ``add_job``'s argument
+        names. ``depends_on.job_ids`` may hold :func:`batch_dep_ref` placeholders for
+        earlier entries. Entries with a known idempotency key (or repeating a key of
+        an earlier entry) get the existing id. An empty list returns ``[]`` without
+        touching the store. All-or-nothing: invalid input raises before any write.
+        """
+        new_jobs = [v.job_from_entry(entry) for entry in jobs]
+        if not new_jobs:
+            return []
+        for position, job in enumerate(new_jobs):
+            if job.depends_on_job_ids:
+                resolve_batch_placeholders(job.depends_on_job_ids, position, len(new_jobs))
+        ids = self._backend.add_jobs(new_jobs, db)
+        if self._hooks.has_listeners("job:added"):
+            for job_id, job in zip(ids, new_jobs, strict=True):
+                self._hooks.emit("job:added", {"job_id": job_id, "job_type": job.job_type})
+        return ids
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        """The job with ``job_id``, or None."""
+        return self._backend.get_job(v.require_job_id(job_id))
+
+    def get_jobs(
+        self, filters: Mapping[str, Any] | None = None, limit: int = 100, offset: int = 0
+    ) -> list[JobRecord]:
+        """Jobs matching ``filters``, newest first (``created_at`` then ``id`` descending).
+
+        Filters: ``job_type``, ``priority``, ``run_at`` (datetime or a mapping of
+        ``gt/gte/lt/lte/eq``), ``tags`` (``{"values": [...], "mode": "all"}``) and
+        ``cursor`` (only ids below it; offset is then ignored). Tag modes: ``all``,
+        ``any``, ``none`` (untagged jobs match) and ``exact`` (same set of tags).
+        """
+        limit, offset = v.page(limit, offset)
+        return self._backend.list_jobs(v.build_filter(filters), limit, offset)
+
+    def get_jobs_by_status(self, status: str, limit: int = 100, offset: int = 0) -> list[JobRecord]:
+        """Jobs with ``status``, newest first. Unknown statuses raise InvalidJobError."""
+        limit, offset = v.page(limit, offset)
+        return self._backend.list_jobs(v.JobFilter(status=v.job_status(status)), limit, offset)
+
+    def get_all_jobs(self, limit: int = 100, offset: int = 0) -> list[JobRecord]:
+        """All jobs, newest first."""
+        limit, offset = v.page(limit, offset)
+        return self._backend.list_jobs(v.JobFilter(), limit, offset)
+
+    def get_jobs_by_tags(
+        self, tags: list[str], mode: str = "all", limit: int = 100, offset: int = 0
+    ) -> list[JobRecord]:
+        """Jobs whose tags match ``tags`` under ``mode`` (see :meth:`get_jobs`), newest first.
+
+        The filter applies even to an empty list: ``all`` then matches every tagged
+        job, ``none`` every job, ``any`` none, ``exact`` jobs tagged with ``[]``.
+        """
+        limit, offset = v.page(limit, offset)
+        filters = v.JobFilter(
+            tag_values=tuple(validate_tags(tags)),
+            tag_mode=v.tag_mode(mode),
+            match_tags_when_empty=True,
+        )
+        return self._backend.list_jobs(filters, limit, offset)
+
+    def get_job_events(self, job_id: int) -> list[JobEvent]:
+        """The job's events, oldest first (ties broken by event id)."""
+        return self._backend.get_job_events(v.require_job_id(job_id))
+
+    # -- management -----------------------------------------------------------------
+
+    def retry_job(self, job_id: int) -> bool:
+        """Put a failed (or processing) job back to pending, due now.
+
+        Returns True if the job changed; only then is a ``retried`` event written and
+        ``job:retried`` emitted (upstream does both unconditionally, W-EV-1). Attempts
+        are kept; if the job had used all of them, it gets one more (W-RT-1).
+        Cancelled and completed jobs are not retried.
+        """
+        changed = self._backend.retry_job(v.require_job_id(job_id))
+        if changed:
+            self._hooks.emit("job:retried", {"job_id": job_id})
+        return changed
+
+    def cancel_job(self, job_id: int) -> bool:
+        """Cancel a pending or waiting job; True if it changed (then ``job:cancelled``)."""
+        changed = self._backend.cancel_job(v.require_job_id(job_id))
+        if changed:
+            self._hooks.emit("job:cancelled", {"job_id": job_id})
+        return changed
+
+    def edit_job(self, job_id: int, **updates: Any) -> bool:
+        """Change fields of a pending job; True if it changed (then an ``edited`` event).
+
+        Editable: ``payload, max_attempts, priority, run_at, timeout_ms, tags,
+        retry_delay, retry_backoff, retry_delay_max, dead_letter_job_type``. Omitted
+        means unchanged; ``None`` clears (``run_at=None`` means now). Unknown names
+        raise TypeError. Jobs that are not pending are left alone.
+        """
+        job_id = v.require_job_id(job_id)
+        return self._backend.edit_job(job_id, v.build_update(updates))
+
+    def edit_all_pending_jobs(
+        self, filters: Mapping[str, Any] | None = None, **updates: Any
+    ) -> int:
+        """Apply ``edit_job`` updates to every pending job matching ``filters``.
+
+        One statement updates the rows and writes one ``edited`` event per row.
+        Returns the number of jobs changed (0 without updates).
+        """
+        job_filter = v.build_filter(filters, allow_cursor=False)
+        return self._backend.edit_pending_jobs(job_filter, v.build_update(updates))
+
+    def cancel_all_upcoming_jobs(self, filters: Mapping[str, Any] | None = None) -> int:
+        """Cancel every pending job matching ``filters``; return how many.
+
+        Unlike upstream (W-API-4) this behaves like ``cancel_job`` for each job:
+        ``last_cancelled_at`` is set, a ``cancelled`` event is written and
+        ``job:cancelled`` is emitted per job.
+        """
+        ids = self._backend.cancel_upcoming_jobs(v.build_filter(filters, allow_cursor=False))
+        for job_id in ids:
+            self._hooks.emit("job:cancelled", {"job_id": job_id})
+        return len(ids)
+
+    def cleanup_old_jobs(self, days_to_keep: int = 30, batch_size: int = 1000) -> int:
+        """Delete completed jobs not updated for ``days_to_keep`` days, in batches.
+
+        Their events and tokens go with them. Returns the number deleted.
+        """
+        days = _non_negative(days_to_keep, "days_to_keep")
+        return self._backend.cleanup_old_jobs(
+            days, v.require_int(batch_size, "batch_size", minimum=1)
+        )
+
+    def cleanup_old_job_events(self, days_to_keep: int = 30, batch_size: int = 1000) -> int:
+        """Delete events older than ``days_to_keep`` days, in batches; return how many."""
+        days = _non_negative(days_to_keep, "days_to_keep")
+        return self._backend.cleanup_old_job_events(
+            days, v.require_int(batch_size, "batch_size", minimum=1)
+        )
+
+    def reclaim_stuck_jobs(self, max_processing_time_minutes: int = 10) -> int:
+        """Release jobs stuck in processing; return how many.
+
+        A job is stuck when its lock is older than the larger of
+        ``max_processing_time_minutes`` and its own ``timeout_ms``. It goes back to
+        pending, keeping its attempts. A job already on its last attempt is failed for
+        good with reason ``timeout`` instead (upstream leaves it unclaimable, W-RT-1).
+        """
+        minutes = _non_negative(max_processing_time_minutes, "max_processing_time_minutes")
+        return self._backend.reclaim_stuck_jobs(minutes)
+
+
+def _reject(message: str) -> None:
+    from dataqueue.errors import ConfigurationError
+
+    raise ConfigurationError(message)
+
+
+def init_job_queue(
+    database_url: str | None = None,
+    *,
+    backend: str | None = None,
+    engine: Any = None,
+    database_config: Mapping[str, Any] | None = None,
+    schema: str | None = None,
+    redis_url: str | None = None,
+    redis_config: Mapping[str, Any] | None = None,
+    redis_client: Any = None,
+    key_prefix: str = "dq:",
+    verbose: bool = False,
+) -> JobQueue:
+    """Create a :class:`JobQueue`.
+
+    PostgreSQL (the default): pass ``database_url``, ``database_config`` or your own
+    SQLAlchemy ``engine`` (never disposed by the queue). With nothing given, reads
+    ``DATAQUEUE_DATABASE_URL`` (or ``PG_DATAQUEUE_DATABASE``), else
+    ``DATAQUEUE_REDIS_URL`` for the Redis backend. Contradictory or missing
+    configuration raises :class:`ConfigurationError` saying what to pass.
+    """
+    from dataqueue import config
+
+    pg_given = database_url is not None or engine is not None or database_config is not None
+    redis_given = redis_url is not None or redis_config is not None or redis_client is not None
+    if backend is None:
+        if redis_given and not pg_given:
+            backend = "redis"
+        elif not pg_given and not redis_given and config.database_url_from_env() is None:
+            backend = "redis" if config.redis_url_from_env() else "postgres"
+        else:
+            backend = "postgres"
+    if backend not in ("postgres", "redis"):
+        _reject(f"Unknown backend: {backend!r} (expected 'postgres' or 'redis')")
+    if backend == "redis":
+        return _init_redis(pg_given, redis_url, redis_config, redis_client, key_prefix)
+    if redis_given:
+        _reject("redis_url/redis_config/redis_client were given but backend is 'postgres'")
+    if schema is not None and (not isinstance(schema, str) or not schema):
+        _reject(f"schema must be a non-empty string, got {schema!r}")
+    if engine is not None and (database_url is not None or database_config is not None):
+        _reject("pass either engine or database_url/database_config, not both")
+    from dataqueue.backends.postgres import PostgresBackend
+
+    owns_engine = engine is None
+    if engine is None:
+        if database_url is None and database_config is None:
+            database_url = config.database_url_from_env()
+            if database_url is None:
+                _reject(
+                    "PostgreSQL backend requires a database: pass database_url, "
+                    "database_config or engine, or set DATAQUEUE_DATABASE_URL"
+                )
+        engine = config.create_engine(database_url, **dict(database_config or {}))
+    config.install_fork_safety(engine)
+    pg_backend = PostgresBackend(engine, schema=schema, owns_engine=owns_engine)
+    if verbose:
+        logger.info("dataqueue queue on %s (schema %s)", engine.url.render_as_string(), schema)
+    return JobQueue(pg_backend, engine=engine, verbose=verbose)
+
+
+def _init_redis(
+    pg_given: bool,
+    redis_url: str | None,
+    redis_config: Mapping[str, Any] | None,
+    redis_client: Any,
+    key_prefix: str,
+) -> JobQueue:
+    from dataqueue import config
+
+    if pg_given:
+        _reject("database_url/database_config/engine were given but backend is 'redis'")
+    if not isinstance(key_prefix, str):
+        _reject(f"key_prefix must be a string, got {key_prefix!r}")
+    if redis_config is not None:
+        unknown = set(redis_config) - {"url", "host", "port", "password", "db", "tls", "key_prefix"}
+        if unknown:
+            _reject(f"unknown redis_config key(s): {sorted(unknown)!r}")
+    nothing_given = redis_client is None and redis_url is None and redis_config is None
+    if nothing_given and config.redis_url_from_env() is None:
+        _reject(
+            "Redis backend requires either redis_url, redis_config or redis_client "
+            "(or DATAQUEUE_REDIS_URL)"
+        )
+    if redis_client is not None and not callable(getattr(redis_client, "eval", None)):
+        raise InvalidJobError(f"redis_client must be a redis.Redis client, got {redis_client!r}")
+    raise UnsupportedOperationError("Redis backend not implemented yet")

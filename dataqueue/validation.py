@@ -1,0 +1,341 @@
+"""Validation of user input into the normalised values the backends store.
+
+Everything here is pure: no database, no clock. Each function raises a
+:mod:`dataqueue.errors` class whose message names the bad value, before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from dataqueue.dependencies import normalise_depends_on, validate_tags
+from dataqueue.enums import JobStatus, TagMatch
+from dataqueue.errors import InvalidJobError, JobDependencyError
+from dataqueue.payload import encode_json
+from dataqueue.records import JobGroup, JobOptions
+
+INT4_MAX = 2_147_483_647
+INT4_MIN = -2_147_483_648
+_VARCHAR_MAX = 255
+
+#: Names accepted by ``add_job`` besides ``job_type`` and ``payload``.
+JOB_OPTION_NAMES = frozenset(f.name for f in attrs.fields(JobOptions)) - {"job_type", "payload"}
+
+#: Fields ``edit_job`` and ``edit_all_pending_jobs`` may change.
+EDITABLE_FIELDS = (
+    "payload",
+    "max_attempts",
+    "priority",
+    "run_at",
+    "timeout_ms",
+    "tags",
+    "retry_delay",
+    "retry_backoff",
+    "retry_delay_max",
+    "dead_letter_job_type",
+)
+
+#: Keys of a ``filters`` mapping.
+FILTER_NAMES = frozenset({"job_type", "priority", "run_at", "tags", "cursor"})
+RUN_AT_OPERATORS = frozenset({"gt", "gte", "lt", "lte", "eq"})
+
+
+@attrs.frozen
+class NewJob:
+    """A validated job, ready to insert. ``payload_json`` is the encoded payload."""
+
+    job_type: str
+    payload_json: str
+    max_attempts: int = 3
+    priority: int = 0
+    run_at: dt.datetime | None = None
+    timeout_ms: int | None = None
+    force_kill_on_timeout: bool = False
+    tags: list[str] | None = None
+    idempotency_key: str | None = None
+    retry_delay: int | None = None
+    retry_backoff: bool | None = None
+    retry_delay_max: int | None = None
+    dead_letter_job_type: str | None = None
+    group_id: str | None = None
+    group_tier: str | None = None
+    depends_on_job_ids: list[int] | None = None
+    depends_on_tags: list[str] | None = None
+
+
+@attrs.frozen
+class JobFilter:
+    """Validated filters of ``get_jobs`` and the bulk operations."""
+
+    job_type: str | None = None
+    priority: int | None = None
+    run_at: tuple[tuple[str, dt.datetime], ...] = ()
+    tag_values: tuple[str, ...] = ()
+    tag_mode: TagMatch = TagMatch.ALL
+    cursor: int | None = None
+    status: JobStatus | None = None
+    match_tags_when_empty: bool = False
+
+
+def require_str(value: Any, what: str, *, max_len: int = _VARCHAR_MAX) -> str:
+    """A non-empty string of at most ``max_len`` characters."""
+    if not isinstance(value, str) or not value:
+        raise InvalidJobError(f"{what} must be a non-empty string, got {value!r}")
+    if "\x00" in value:
+        raise InvalidJobError(f"{what} must not contain NUL characters, got {value!r}")
+    if len(value) > max_len:
+        raise InvalidJobError(f"{what} must be at most {max_len} characters, got {value[:40]!r}…")
+    return value
+
+
+def _optional_str(value: Any, what: str) -> str | None:
+    return None if value is None else require_str(value, what)
+
+
+def require_int(value: Any, what: str, *, minimum: int = INT4_MIN) -> int:
+    """An ``int`` (not ``bool``) between ``minimum`` and the int4 maximum."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJobError(f"{what} must be an integer, got {value!r}")
+    if not minimum <= value <= INT4_MAX:
+        raise InvalidJobError(f"{what} must be between {minimum} and {INT4_MAX}, got {value!r}")
+    return value
+
+
+def _optional_int(value: Any, what: str, *, minimum: int = INT4_MIN) -> int | None:
+    return None if value is None else require_int(value, what, minimum=minimum)
+
+
+def require_aware(value: Any, what: str) -> dt.datetime:
+    """A timezone-aware datetime."""
+    if not isinstance(value, dt.datetime):
+        raise InvalidJobError(f"{what} must be a datetime, got {value!r}")
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise InvalidJobError(f"{what} must be timezone-aware, got naive datetime {value!r}")
+    return value
+
+
+def _optional_bool(value: Any, what: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidJobError(f"{what} must be a bool or None, got {value!r}")
+
+
+def _group(value: Any) -> tuple[str | None, str | None]:
+    if value is None:
+        return None, None
+    group_id: Any
+    tier: Any
+    if isinstance(value, JobGroup):
+        group_id, tier = value.id, value.tier
+    elif isinstance(value, Mapping):
+        unknown = set(value) - {"id", "tier"}
+        if unknown:
+            raise InvalidJobError(
+                f"group: unknown key(s) {sorted(unknown)!r}; expected 'id', 'tier'"
+            )
+        group_id, tier = value.get("id"), value.get("tier")
+    else:
+        raise InvalidJobError(f"group must be a JobGroup or a mapping, got {value!r}")
+    return require_str(group_id, "group.id"), _optional_str(tier, "group.tier")
+
+
+def build_new_job(job_type: Any, payload: Any, options: Mapping[str, Any]) -> NewJob:
+    """Validate one job's arguments (as given to ``add_job``) into a :class:`NewJob`.
+
+    Unknown option names raise :class:`TypeError`, like an unknown keyword argument.
+    A negative id in ``depends_on.job_ids`` is kept (a batch placeholder); the caller
+    decides whether placeholders are allowed.
+    """
+    unknown = set(options) - JOB_OPTION_NAMES
+    if unknown:
+        raise TypeError(f"unknown job option(s): {', '.join(sorted(unknown))}")
+    get = options.get
+    run_at = get("run_at")
+    tags = get("tags")
+    force_kill = get("force_kill_on_timeout", False)
+    if not isinstance(force_kill, bool):
+        raise InvalidJobError(f"force_kill_on_timeout must be a bool, got {force_kill!r}")
+    group_id, group_tier = _group(get("group"))
+    dep_ids, dep_tags = normalise_depends_on(get("depends_on"))
+    return NewJob(
+        job_type=require_str(job_type, "job_type"),
+        payload_json=encode_json(payload),
+        max_attempts=require_int(get("max_attempts", 3), "max_attempts", minimum=1),
+        priority=require_int(get("priority", 0), "priority"),
+        run_at=None if run_at is None else require_aware(run_at, "run_at"),
+        timeout_ms=_optional_int(get("timeout_ms"), "timeout_ms", minimum=0),
+        force_kill_on_timeout=force_kill,
+        tags=None if tags is None else validate_tags(tags),
+        idempotency_key=_optional_str(get("idempotency_key"), "idempotency_key"),
+        retry_delay=_optional_int(get("retry_delay"), "retry_delay", minimum=0),
+        retry_backoff=_optional_bool(get("retry_backoff"), "retry_backoff"),
+        retry_delay_max=_optional_int(get("retry_delay_max"), "retry_delay_max", minimum=0),
+        dead_letter_job_type=_optional_str(get("dead_letter_job_type"), "dead_letter_job_type"),
+        group_id=group_id,
+        group_tier=group_tier,
+        depends_on_job_ids=dep_ids,
+        depends_on_tags=dep_tags,
+    )
+
+
+def job_from_entry(entry: Any) -> NewJob:
+    """Validate one entry of ``add_jobs`` (a :class:`JobOptions` or a mapping)."""
+    if isinstance(entry, JobOptions):
+        fields = attrs.asdict(entry, recurse=False)
+    elif isinstance(entry, Mapping):
+        fields = dict(entry)
+    else:
+        raise InvalidJobError(f"add_jobs entries must be JobOptions or mappings, got {entry!r}")
+    if "job_type" not in fields or "payload" not in fields:
+        raise InvalidJobError(f"add_jobs entry needs 'job_type' and 'payload', got {entry!r}")
+    job_type = fields.pop("job_type")
+    payload = fields.pop("payload")
+    return build_new_job(job_type, payload, fields)
+
+
+def reject_placeholders(job: NewJob) -> None:
+    """Raise :class:`JobDependencyError` if a single ``add_job`` uses a batch placeholder."""
+    negative = [i for i in job.depends_on_job_ids or [] if i < 0]
+    if negative:
+        raise JobDependencyError(
+            "depends_on.job_ids: batch-relative (negative) ids are only supported in "
+            f"add_jobs(), got {negative!r}",
+            negative,
+        )
+
+
+def build_update(updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``edit_job`` keyword arguments.
+
+    Returns the updates with payloads encoded (``payload`` becomes JSON text). Omitted
+    fields are absent; an explicit ``None`` is kept and means "clear" (``run_at=None``
+    means "now"; ``max_attempts`` and ``priority`` cannot be cleared). Unknown field
+    names raise :class:`TypeError`.
+    """
+    unknown = set(updates) - set(EDITABLE_FIELDS)
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise TypeError(f"cannot edit field(s) {names}; editable: {', '.join(EDITABLE_FIELDS)}")
+    out: dict[str, Any] = {}
+    for name, value in updates.items():
+        if name == "payload":
+            out[name] = encode_json(value)
+        elif name == "max_attempts":
+            out[name] = require_int(value, name, minimum=1)
+        elif name == "priority":
+            out[name] = require_int(value, name)
+        elif name == "run_at":
+            out[name] = None if value is None else require_aware(value, name)
+        elif name in ("timeout_ms", "retry_delay", "retry_delay_max"):
+            out[name] = _optional_int(value, name, minimum=0)
+        elif name == "tags":
+            out[name] = None if value is None else validate_tags(value)
+        elif name == "retry_backoff":
+            out[name] = _optional_bool(value, name)
+        else:
+            out[name] = _optional_str(value, name)
+    return out
+
+
+def tag_mode(mode: Any) -> TagMatch:
+    """Parse a tag mode; unknown modes raise :class:`InvalidJobError` (a ``ValueError``)."""
+    try:
+        return TagMatch(mode)
+    except ValueError:
+        raise InvalidJobError(
+            f"unknown tag mode {mode!r}; expected one of 'all', 'any', 'none', 'exact'"
+        ) from None
+
+
+def _run_at_filter(value: Any) -> tuple[tuple[str, dt.datetime], ...]:
+    if isinstance(value, dt.datetime):
+        return (("eq", require_aware(value, "filters.run_at")),)
+    if not isinstance(value, Mapping):
+        raise InvalidJobError(f"filters.run_at must be a datetime or a mapping, got {value!r}")
+    unknown = set(value) - RUN_AT_OPERATORS
+    if unknown:
+        raise InvalidJobError(
+            f"filters.run_at: unknown operator(s) {sorted(unknown)!r}; "
+            "expected gt, gte, lt, lte, eq"
+        )
+    return tuple(
+        (op, require_aware(value[op], f"filters.run_at.{op}"))
+        for op in ("gt", "gte", "lt", "lte", "eq")
+        if value.get(op) is not None
+    )
+
+
+def _tags_filter(value: Any) -> tuple[tuple[str, ...], TagMatch]:
+    if not isinstance(value, Mapping):
+        raise InvalidJobError(
+            f"filters.tags must be a mapping with 'values' and 'mode', got {value!r}"
+        )
+    unknown = set(value) - {"values", "mode"}
+    if unknown:
+        raise InvalidJobError(f"filters.tags: unknown key(s) {sorted(unknown)!r}")
+    values = validate_tags(value.get("values") or [], what="filters.tags.values")
+    return tuple(values), tag_mode(value.get("mode", "all"))
+
+
+def build_filter(filters: Mapping[str, Any] | None, *, allow_cursor: bool = True) -> JobFilter:
+    """Validate a ``filters`` mapping (see API.md §4).
+
+    ``job_type=""`` is ignored; a tag filter with no values is ignored. Unknown keys
+    raise :class:`InvalidJobError`.
+    """
+    if filters is None:
+        return JobFilter()
+    if not isinstance(filters, Mapping):
+        raise InvalidJobError(f"filters must be a mapping, got {filters!r}")
+    allowed = FILTER_NAMES if allow_cursor else FILTER_NAMES - {"cursor"}
+    unknown = set(filters) - allowed
+    if unknown:
+        raise InvalidJobError(f"unknown filter(s) {sorted(unknown)!r}; expected {sorted(allowed)}")
+    job_type = filters.get("job_type")
+    if job_type is not None and not isinstance(job_type, str):
+        raise InvalidJobError(f"filters.job_type must be a string, got {job_type!r}")
+    priority = filters.get("priority")
+    cursor = filters.get("cursor")
+    run_at = filters.get("run_at")
+    tag_values: tuple[str, ...] = ()
+    mode = TagMatch.ALL
+    if filters.get("tags") is not None:
+        tag_values, mode = _tags_filter(filters["tags"])
+    return JobFilter(
+        job_type=job_type or None,
+        priority=None if priority is None else require_int(priority, "filters.priority"),
+        run_at=() if run_at is None else _run_at_filter(run_at),
+        tag_values=tag_values,
+        tag_mode=mode,
+        cursor=None if cursor is None else require_int(cursor, "filters.cursor"),
+    )
+
+
+def page(limit: Any, offset: Any) -> tuple[int, int]:
+    """Validate ``limit`` (>= 0) and ``offset`` (>= 0)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidJobError(f"limit must be a non-negative integer, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidJobError(f"offset must be a non-negative integer, got {offset!r}")
+    return limit, offset
+
+
+def job_status(status: Any) -> JobStatus:
+    """Parse a status name; unknown names raise :class:`InvalidJobError`."""
+    try:
+        return JobStatus(status)
+    except ValueError:
+        names = ", ".join(s.value for s in JobStatus)
+        raise InvalidJobError(f"unknown job status {status!r}; expected one of {names}") from None
+
+
+def require_job_id(job_id: Any) -> int:
+    """A positive integer job id."""
+    if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
+        raise InvalidJobError(f"job_id must be a positive integer, got {job_id!r}")
+    return job_id
