@@ -18,8 +18,10 @@ from dataqueue.migrate import upgrade
 
 def show(title: str, job: dq.JobRecord | None) -> None:
     assert job is not None
-    print(f"  {title:<10} #{job.id} {job.job_type:<12} {job.status.value:<10} "
-          f"priority={job.priority} tags={job.tags} payload={job.payload}")
+    print(
+        f"  {title:<10} #{job.id} {job.job_type:<12} {job.status.value:<10} "
+        f"priority={job.priority} tags={job.tags} payload={job.payload}"
+    )
 
 
 def main() -> None:
@@ -31,17 +33,24 @@ def main() -> None:
         with dq.init_job_queue(database_url) as queue:
             queue.on("job:added", lambda e: print(f"  hook       job:added {e}"))
 
-            welcome = queue.add_job("send_email", {"to": "ada@example.com"},
-                                    tags=["welcome"], idempotency_key="welcome-ada")
-            again = queue.add_job("send_email", {"to": "ada@example.com"},
-                                  idempotency_key="welcome-ada")
+            welcome = queue.add_job(
+                "send_email",
+                {"to": "ada@example.com"},
+                tags=["welcome"],
+                idempotency_key="welcome-ada",
+            )
+            again = queue.add_job(
+                "send_email", {"to": "ada@example.com"}, idempotency_key="welcome-ada"
+            )
             print(f"  idempotent: the second add returned the same id ({welcome} == {again})")
 
             later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
-            report, thumb = queue.add_jobs([
-                dq.JobOptions("build_report", {"month": "2026-11"}, run_at=later),
-                {"job_type": "thumbnail", "payload": {"image": 7}, "priority": 5},
-            ])
+            report, thumb = queue.add_jobs(
+                [
+                    dq.JobOptions("build_report", {"month": "2026-11"}, run_at=later),
+                    {"job_type": "thumbnail", "payload": {"image": 7}, "priority": 5},
+                ]
+            )
             show("added", queue.get_job(welcome))
             show("scheduled", queue.get_job(report))
 
@@ -62,8 +71,10 @@ def main() -> None:
                 conn.begin()
                 rolled_back = queue.add_job("send_email", {"to": "nobody"}, db=conn)
                 conn.rollback()
-            print(f"  job #{rolled_back} added in a rolled-back transaction exists: "
-                  f"{queue.get_job(rolled_back) is not None}")
+            print(
+                f"  job #{rolled_back} added in a rolled-back transaction exists: "
+                f"{queue.get_job(rolled_back) is not None}"
+            )
     print("done")
 
 
