@@ -6,6 +6,7 @@ Docker. Nothing here is used by the queue itself.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ def embedded_postgres(data_dir: str | None = None) -> Iterator[str]:
     Raises :class:`ConfigurationError` when pgserver is not installed.
     """
     try:
-        import pgserver
+        pgserver: Any = importlib.import_module("pgserver")
     except ImportError:
         raise ConfigurationError(
             "the embedded PostgreSQL needs pgserver: pip install 'dataqueue[embedded]' "

@@ -1,0 +1,277 @@
+"""Enqueue benchmark: ``add_job`` latency and ``add_jobs`` throughput on PostgreSQL.
+
+Run from the repository root::
+
+    python bench/enqueue.py                      # embedded PostgreSQL (pgserver)
+    python bench/enqueue.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
+    python bench/enqueue.py --json               # machine-readable results
+
+With ``--database-url`` (or ``$DATAQUEUE_BENCH_DATABASE_URL``) a scratch database
+``dq_bench_<random>`` is created on that server and dropped at the end.
+
+Scenarios (tables truncated before each one and before each timed batch):
+
+1. ``queue.add_job`` called sequentially ``--jobs`` times after ``--warmup`` calls
+   (psycopg prepares a statement server-side from its 5th execution): jobs/s and
+   p50/p90/p99 latency.
+2. ``queue.add_jobs`` of ``--batch`` plain jobs in one call, ``--runs`` times after one
+   warm-up batch: jobs/s (median and best). Each run's ``added`` events are counted and
+   must equal its job count.
+3. Like 2, but every job has three tags and a unique idempotency key.
+
+The figures are printed, never asserted: this script does not fail on slow machines.
+The targets are reported as met or missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+import dataqueue as dq
+
+try:  # python -m bench.enqueue, or the repository root on sys.path
+    from bench._embedded import (
+        add_database_argument,
+        bench_database,
+        cpu_count,
+        resolve_database_url,
+        server_info,
+        truncate_tables,
+    )
+except ImportError:  # python bench/enqueue.py: bench/ itself is sys.path[0]
+    from _embedded import (  # type: ignore[no-redef]
+        add_database_argument,
+        bench_database,
+        cpu_count,
+        resolve_database_url,
+        server_info,
+        truncate_tables,
+    )
+
+#: Targets we report on (never asserted).
+TARGET_BATCH_JOBS_PER_S = 30_000
+TARGET_ADD_JOB_P50_MS = 1.0
+
+JobFactory = Callable[[int, int], dict[str, Any]]
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending sequence."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, round(fraction * len(sorted_values) + 0.5))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def count_added_events(engine: sa.Engine) -> tuple[int, int]:
+    """(rows in job_queue, ``added`` events in job_events)."""
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT (SELECT count(*) FROM job_queue),"
+            " (SELECT count(*) FROM job_events WHERE event_type = 'added')"
+        ).one()
+    return int(row[0]), int(row[1])
+
+
+def plain_job(run: int, i: int) -> dict[str, Any]:
+    return {
+        "job_type": "send_email",
+        "payload": {"to": f"user{i}@example.com", "template": "welcome", "n": i},
+    }
+
+
+def heavy_job(run: int, i: int) -> dict[str, Any]:
+    return {
+        "job_type": "send_email",
+        "payload": {
+            "to": f"user{i}@example.com",
+            "template": "welcome",
+            "locale": "en-GB",
+            "vars": {"first_name": f"User {i}", "plan": "pro", "trial_days": 14},
+        },
+        "priority": i % 5,
+        "tags": ["email", f"tenant-{i % 50}", "welcome"],
+        "idempotency_key": f"welcome-{run}-{i}",
+    }
+
+
+def bench_add_job(queue: dq.JobQueue, engine: sa.Engine, jobs: int, warmup: int) -> dict[str, Any]:
+    truncate_tables(engine)
+    for i in range(warmup):
+        queue.add_job("send_email", {"to": f"warmup{i}@example.com", "n": i})
+    latencies_ns: list[int] = []
+    clock = time.perf_counter_ns
+    started = clock()
+    for i in range(jobs):
+        before = clock()
+        queue.add_job("send_email", {"to": f"user{i}@example.com", "template": "welcome", "n": i})
+        latencies_ns.append(clock() - before)
+    elapsed = (clock() - started) / 1e9
+    ms = sorted(ns / 1e6 for ns in latencies_ns)
+    rows, events = count_added_events(engine)
+    return {
+        "jobs": jobs,
+        "warmup": warmup,
+        "seconds": elapsed,
+        "jobs_per_s": jobs / elapsed,
+        "p50_ms": percentile(ms, 0.50),
+        "p90_ms": percentile(ms, 0.90),
+        "p99_ms": percentile(ms, 0.99),
+        "max_ms": ms[-1],
+        "rows": rows,
+        "added_events": events,
+        "events_match": rows == events == jobs + warmup,
+    }
+
+
+def bench_add_jobs(
+    queue: dq.JobQueue, engine: sa.Engine, batch: int, runs: int, make_job: JobFactory
+) -> dict[str, Any]:
+    """One warm-up batch, then ``runs`` timed batches on freshly truncated tables."""
+    results: list[dict[str, Any]] = []
+    for run in range(-1, runs):  # run -1 is the warm-up
+        jobs = [make_job(run + 1, i) for i in range(batch)]
+        truncate_tables(engine)
+        started = time.perf_counter()
+        ids = queue.add_jobs(jobs)
+        elapsed = time.perf_counter() - started
+        rows, events = count_added_events(engine)
+        if run >= 0:
+            results.append(
+                {
+                    "seconds": elapsed,
+                    "jobs_per_s": batch / elapsed,
+                    "ids": len(ids),
+                    "rows": rows,
+                    "added_events": events,
+                    "events_match": len(set(ids)) == rows == events == batch,
+                }
+            )
+    rates = [r["jobs_per_s"] for r in results]
+    return {
+        "batch": batch,
+        "runs": results,
+        "jobs_per_s_median": statistics.median(rates),
+        "jobs_per_s_best": max(rates),
+        "events_match": all(r["events_match"] for r in results),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    external_url = resolve_database_url(args.database_url)
+    with bench_database(external_url) as url:
+        queue = dq.init_job_queue(database_url=url)
+        engine: sa.Engine = queue.get_engine()
+        try:
+            info = server_info(engine)
+            add_job = bench_add_job(queue, engine, args.jobs, args.warmup)
+            add_jobs = bench_add_jobs(queue, engine, args.batch, args.runs, plain_job)
+            add_jobs_heavy = bench_add_jobs(queue, engine, args.batch, args.runs, heavy_job)
+            truncate_tables(engine)
+        finally:
+            queue.close()
+    return {
+        "server": {**info, "embedded": external_url is None},
+        "cpu_count": cpu_count(),
+        "python": sys.version.split()[0],
+        "add_job": add_job,
+        "add_jobs": add_jobs,
+        "add_jobs_tags_idempotency": add_jobs_heavy,
+        "targets": {
+            "add_jobs_jobs_per_s": TARGET_BATCH_JOBS_PER_S,
+            "add_jobs_met": add_jobs["jobs_per_s_median"] >= TARGET_BATCH_JOBS_PER_S,
+            "add_job_p50_ms": TARGET_ADD_JOB_P50_MS,
+            "add_job_met": add_job["p50_ms"] <= TARGET_ADD_JOB_P50_MS,
+        },
+    }
+
+
+def _met(flag: bool) -> str:
+    return "met" if flag else "MISSED"
+
+
+def print_report(result: dict[str, Any]) -> None:
+    server = result["server"]
+    where = "embedded (pgserver)" if server["embedded"] else "external"
+    print(f"PostgreSQL {server['server_version']} — {where}")
+    print(
+        f"  fsync={server['fsync']} synchronous_commit={server['synchronous_commit']} "
+        f"shared_buffers={server['shared_buffers']} jit={server['jit']}"
+    )
+    print(f"CPUs: {result['cpu_count']}   Python {result['python']}")
+    print()
+    one = result["add_job"]
+    print(f"1. add_job x {one['jobs']} (after {one['warmup']} warm-up calls), sequential")
+    print(f"   {one['jobs_per_s']:,.0f} jobs/s")
+    print(
+        f"   latency ms: p50 {one['p50_ms']:.3f}  p90 {one['p90_ms']:.3f}  "
+        f"p99 {one['p99_ms']:.3f}  max {one['max_ms']:.3f}"
+    )
+    print(f"   rows {one['rows']}, added events {one['added_events']} ({_ok(one['events_match'])})")
+    for number, key, title in (
+        (2, "add_jobs", "plain jobs"),
+        (3, "add_jobs_tags_idempotency", "3 tags + idempotency key each"),
+    ):
+        many = result[key]
+        print()
+        print(f"{number}. add_jobs of {many['batch']} jobs in one call ({title}), after a warm-up")
+        for n, r in enumerate(many["runs"], 1):
+            print(
+                f"   run {n}: {r['seconds'] * 1000:8.1f} ms  {r['jobs_per_s']:>9,.0f} jobs/s  "
+                f"added events {r['added_events']} ({_ok(r['events_match'])})"
+            )
+        print(
+            f"   median {many['jobs_per_s_median']:,.0f} jobs/s, "
+            f"best {many['jobs_per_s_best']:,.0f} jobs/s (including added events)"
+        )
+    targets = result["targets"]
+    print()
+    print("Targets:")
+    print(
+        f"   add_jobs >= {targets['add_jobs_jobs_per_s']:,} jobs/s (median, plain): "
+        f"{_met(targets['add_jobs_met'])}"
+    )
+    print(f"   add_job p50 <= {targets['add_job_p50_ms']} ms: {_met(targets['add_job_met'])}")
+
+
+def _ok(flag: bool) -> str:
+    return "= job count" if flag else "MISMATCH"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add_database_argument(parser)
+    parser.add_argument("--jobs", type=int, default=5_000, help="add_job calls (default 5000)")
+    parser.add_argument("--warmup", type=int, default=200, help="add_job warm-up calls")
+    parser.add_argument("--batch", type=int, default=10_000, help="jobs per add_jobs call")
+    parser.add_argument("--runs", type=int, default=5, help="timed add_jobs calls per scenario")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    for name in ("jobs", "batch", "runs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be at least 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
