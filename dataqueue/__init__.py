@@ -21,12 +21,16 @@ from dataqueue.errors import (
     UnsupportedOperationError,
     WaitSignal,
 )
+from dataqueue.processing.context import JobContext
+from dataqueue.processing.processor import Processor
+from dataqueue.processing.signal import AbortSignal
 from dataqueue.queue import JobQueue, init_job_queue
 from dataqueue.records import DependsOn, JobEvent, JobGroup, JobOptions, JobRecord
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AbortSignal",
     "ConfigurationError",
     "DataQueueError",
     "DependsOn",
@@ -35,6 +39,7 @@ __all__ = [
     "InvalidCronExpressionError",
     "InvalidJobError",
     "JobAbortedError",
+    "JobContext",
     "JobDependencyError",
     "JobEvent",
     "JobEventType",
@@ -43,6 +48,7 @@ __all__ = [
     "JobQueue",
     "JobRecord",
     "JobStatus",
+    "Processor",
     "SchemaNotReadyError",
     "TagMatch",
     "UnsupportedOperationError",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataqueue import validation as v
 from dataqueue.backends.base import Backend
@@ -18,6 +18,9 @@ from dataqueue.dependencies import resolve_batch_placeholders, validate_tags
 from dataqueue.errors import InvalidJobError, UnsupportedOperationError
 from dataqueue.hooks import EventHooks, Listener
 from dataqueue.records import DependsOn, JobEvent, JobGroup, JobRecord
+
+if TYPE_CHECKING:
+    from dataqueue.processing.processor import Processor
 
 logger = logging.getLogger("dataqueue.queue")
 
@@ -46,6 +49,8 @@ class JobQueue:
         self._redis_client = redis_client
         self._hooks = EventHooks()
         self.verbose = verbose
+        # Run by every processor before it claims (the cron step joins here).
+        self._before_claim_hooks: list[Callable[[], object]] = []
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -105,6 +110,47 @@ class JobQueue:
     def remove_all_listeners(self, event: str | None = None) -> None:
         """Remove all listeners of ``event`` (or of every event)."""
         self._hooks.remove_all_listeners(event)
+
+    # -- processing -----------------------------------------------------------------
+
+    def create_processor(
+        self,
+        handlers: Mapping[str, Callable[..., Any]],
+        *,
+        worker_id: str | None = None,
+        batch_size: int = 10,
+        concurrency: int = 3,
+        group_concurrency: int | None = None,
+        poll_interval: float = 5000,
+        on_error: Callable[[BaseException], object] | None = None,
+        verbose: bool = False,
+        job_type: str | list[str] | None = None,
+    ) -> Processor:
+        """A :class:`Processor` running ``handlers`` (job type -> callable).
+
+        Handlers are called as ``(payload)``, ``(payload, signal)`` or
+        ``(payload, signal, ctx)`` depending on how many positional parameters they
+        take; what they return becomes the job's output. ``concurrency`` jobs run at
+        once on worker threads; ``group_concurrency`` caps running jobs per group
+        across every processor and process that sets it; ``job_type`` restricts what
+        is claimed. Bad options raise TypeError/ValueError naming the value.
+        """
+        from dataqueue.processing.processor import Processor
+
+        return Processor(
+            self._backend,
+            self._hooks,
+            handlers,
+            worker_id=worker_id,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            group_concurrency=group_concurrency,
+            poll_interval=poll_interval,
+            on_error=on_error,
+            verbose=verbose or self.verbose,
+            job_type=job_type,
+            before_claim=list(self._before_claim_hooks),
+        )
 
     # -- enqueue --------------------------------------------------------------------
 

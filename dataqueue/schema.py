@@ -86,6 +86,14 @@ sa.Index(
     job_queue.c.created_at.asc(),
     postgresql_where=_status == "pending",
 )
+# Not in upstream: the claim's full order including the id tiebreak (W-ORD-1, W-PLAN-1).
+sa.Index(
+    "idx_job_queue_claim_order",
+    job_queue.c.priority.desc(),
+    job_queue.c.created_at.asc(),
+    job_queue.c.id.asc(),
+    postgresql_where=_status == "pending",
+)
 sa.Index(
     "idx_job_queue_failed_retry",
     job_queue.c.next_attempt_at.asc(),

@@ -14,8 +14,66 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import attrs
+
+from dataqueue.enums import FailureReason
 from dataqueue.records import JobEvent, JobRecord
 from dataqueue.validation import JobFilter, NewJob
+
+
+@attrs.frozen
+class ClaimedJob:
+    """What a processor needs of a job it claimed (post-claim values)."""
+
+    id: int
+    job_type: str
+    payload: Any
+    attempts: int
+    max_attempts: int
+    timeout_ms: int | None
+    force_kill_on_timeout: bool
+    retry_delay: int | None
+    retry_backoff: bool | None
+    retry_delay_max: int | None
+    step_data: dict[str, Any] | None
+    group_id: str | None
+
+
+@attrs.frozen
+class Completion:
+    """A job that finished; ``output_json`` None keeps the stored output."""
+
+    job_id: int
+    output_json: str | None = None
+
+
+@attrs.frozen
+class Failure:
+    """A job whose attempt failed; ``retry_in_seconds`` None means it failed for good."""
+
+    job_id: int
+    message: str
+    reason: FailureReason | None
+    retry_in_seconds: float | None
+    failed_at: str
+
+
+@attrs.frozen
+class FailResult:
+    """What recording a failure did: whether a retry is scheduled, and any dead letter."""
+
+    job_id: int
+    will_retry: bool
+    dead_letter_job_id: int | None
+
+
+@attrs.frozen
+class ClaimRequest:
+    """How many jobs to claim and under which restrictions."""
+
+    limit: int
+    job_types: tuple[str, ...] | None = None
+    group_limit: int | None = None
 
 
 class Backend(Protocol):
@@ -73,6 +131,38 @@ class Backend(Protocol):
 
     def reclaim_stuck_jobs(self, max_processing_time_minutes: int) -> int:
         """Release jobs locked longer than allowed; return how many were released."""
+        ...
+
+    # -- processing: every write is guarded by status='processing' AND locked_by ------
+
+    def advance(
+        self, worker_id: str, completions: Sequence[Completion], claim: ClaimRequest
+    ) -> tuple[list[int], list[ClaimedJob]]:
+        """Complete ``completions`` and claim up to ``claim.limit`` jobs, atomically.
+
+        Returns the ids actually completed (jobs this worker still owned) and the
+        claimed jobs in claim order (priority, then age, then id). Both write their
+        events in the same transaction.
+        """
+        ...
+
+    def fail_jobs(self, worker_id: str, failures: Sequence[Failure]) -> list[FailResult]:
+        """Record failed attempts (retry schedule, error history, dead letters, events).
+
+        Jobs this worker no longer owns are skipped and absent from the result.
+        """
+        ...
+
+    def prolong_job(self, worker_id: str, job_id: int) -> bool:
+        """Refresh the lock of a job this worker owns; writes a ``prolonged`` event."""
+        ...
+
+    def update_progress(self, worker_id: str, job_id: int, progress: int) -> bool:
+        """Store progress (0..100) of a job this worker owns."""
+        ...
+
+    def update_output(self, worker_id: str, job_id: int, output_json: str) -> bool:
+        """Store the output of a job this worker owns."""
         ...
 
     def reset_after_fork(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -23,7 +24,14 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.orm import Session, scoped_session
 
 from dataqueue import schema
-from dataqueue.backends import pg_enqueue
+from dataqueue.backends import pg_sql
+from dataqueue.backends.base import (
+    ClaimedJob,
+    ClaimRequest,
+    Completion,
+    FailResult,
+    Failure,
+)
 from dataqueue.config import reset_engine_after_fork
 from dataqueue.enums import FailureReason, JobEventType, JobStatus, TagMatch
 from dataqueue.errors import InvalidJobError, JobDependencyError, SchemaNotReadyError
@@ -51,6 +59,9 @@ _EDIT_EVENT_KEYS = {
     "retry_delay_max": "retryDelayMax",
     "dead_letter_job_type": "deadLetterJobType",
 }
+
+# Advisory lock keys of dataqueue live in their own range (arbitrary constant).
+_GROUP_LOCK_BASE = 0x64715F0000
 
 _RECLAIM_MESSAGE = (
     "Job was reclaimed after exceeding its processing time on its last attempt "
@@ -308,7 +319,11 @@ class PostgresBackend:
             options["schema_translate_map"] = {None: schema}
         # Every operation is one statement, so autocommit saves BEGIN/COMMIT round trips.
         self._autocommit = engine.execution_options(**options)
-        self._sql = pg_enqueue.render_statements(schema)
+        self._sql = pg_sql.render_statements(schema)
+        self._fail_sql = pg_sql.render_fail(schema)
+        self._advance_cache: dict[tuple[bool, bool, int], str] = {}
+        # One advisory lock serialises claims under a group limit (W-GRP-1).
+        self._lock_key = _GROUP_LOCK_BASE + zlib.crc32((schema or "").encode())
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -358,7 +373,7 @@ class PostgresBackend:
                     f"({', '.join(map(str, missing))})",
                     missing,
                 )
-        params = pg_enqueue.enqueue_parameters(jobs, self._sql["sequence"])
+        params = pg_sql.enqueue_parameters(jobs, self._sql["sequence"])
         rows = execute(self._sql["enqueue"], params)
         ids = [row[1] for row in rows]
         unresolved = {
@@ -556,6 +571,90 @@ class PostgresBackend:
         ).add_cte(stuck, released, failed, failed_events)
         rows = self._rows(statement)
         return int(rows[0][0])
+
+    # -- processing -----------------------------------------------------------------
+
+    def advance(
+        self, worker_id: str, completions: Sequence[Completion], claim: ClaimRequest
+    ) -> tuple[list[int], list[ClaimedJob]]:
+        if claim.job_types is not None and not claim.job_types:
+            claim = attrs.evolve(claim, limit=0)  # an empty type filter matches nothing
+        if not completions and claim.limit <= 0:
+            return [], []
+        params = {
+            "worker_id": worker_id,
+            "done_ids": [c.job_id for c in completions],
+            "done_outputs": [c.output_json for c in completions],
+            "job_types": list(claim.job_types or ()),
+            "group_limit": claim.group_limit or 0,
+        }
+        statement = sa.text(self._advance_sql(claim))
+        with self._translate_errors():
+            if claim.group_limit and claim.limit > 0:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(pg_sql.GROUP_CLAIM_LOCK_SQL), {"lock_key": self._lock_key})
+                    rows = conn.execute(statement, params).all()
+            else:
+                with self._autocommit.connect() as conn:
+                    rows = conn.execute(statement, params).all()
+        done = [row[1] for row in rows if row[0]]
+        claimed = [ClaimedJob(*row[1:]) for row in rows if not row[0]]
+        return done, claimed
+
+    def _advance_sql(self, claim: ClaimRequest) -> str:
+        key = (claim.job_types is not None, bool(claim.group_limit), max(claim.limit, 0))
+        sql = self._advance_cache.get(key)
+        if sql is None:
+            sql = pg_sql.render_advance(
+                self.schema, type_filter=key[0], group_limit=key[1], claim_limit=key[2]
+            )
+            self._advance_cache[key] = sql
+        return sql
+
+    def fail_jobs(self, worker_id: str, failures: Sequence[Failure]) -> list[FailResult]:
+        if not failures:
+            return []
+        params = {
+            "worker_id": worker_id,
+            "sequence": self._sql["sequence"],
+            "ids": [f.job_id for f in failures],
+            "messages": [f.message for f in failures],
+            "reasons": [None if f.reason is None else f.reason.value for f in failures],
+            "delays": [f.retry_in_seconds for f in failures],
+            "failed_at": [f.failed_at for f in failures],
+        }
+        with self._translate_errors(), self._autocommit.connect() as conn:
+            rows = conn.execute(sa.text(self._fail_sql), params).all()
+        return [FailResult(job_id=r[0], will_retry=r[1], dead_letter_job_id=r[2]) for r in rows]
+
+    def _owned(self, worker_id: str, job_id: int) -> sa.ColumnElement[bool]:
+        return sa.and_(jq.c.id == job_id, jq.c.status == "processing", jq.c.locked_by == worker_id)
+
+    def prolong_job(self, worker_id: str, job_id: int) -> bool:
+        changed = (
+            sa.update(jq)
+            .where(self._owned(worker_id, job_id))
+            .values(locked_at=sa.func.now(), updated_at=sa.func.now())
+            .returning(jq.c.id)
+            .cte("changed")
+        )
+        return bool(self._rows(_events_for(changed, JobEventType.PROLONGED)))
+
+    def update_progress(self, worker_id: str, job_id: int, progress: int) -> bool:
+        statement = (
+            sa.update(jq)
+            .where(self._owned(worker_id, job_id))
+            .values(progress=progress, updated_at=sa.func.now())
+        )
+        return self._count(statement) > 0
+
+    def update_output(self, worker_id: str, job_id: int, output_json: str) -> bool:
+        statement = (
+            sa.update(jq)
+            .where(self._owned(worker_id, job_id))
+            .values(output=sa.cast(sa.literal(output_json), pg.JSONB), updated_at=sa.func.now())
+        )
+        return self._count(statement) > 0
 
     # -- lifecycle ------------------------------------------------------------------
 

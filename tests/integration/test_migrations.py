@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import alembic.command
+import alembic.script
 import alembic.util
 import pytest
 import sqlalchemy as sa
@@ -35,7 +36,8 @@ from dataqueue.migrate import (
 from dataqueue.schema import metadata
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0001_baseline"
+# The newest revision, read from the shipped script directory (not hard-coded).
+HEAD = alembic.script.ScriptDirectory(script_location()).get_current_head()
 DATAQUEUE_TABLES = {"job_queue", "job_events", "waitpoints", "cron_schedules"}
 URL_ENV_VARS = ("DATAQUEUE_DATABASE_URL", "PG_DATAQUEUE_DATABASE")
 

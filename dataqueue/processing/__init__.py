@@ -1,0 +1,1 @@
+"""Job processing: the processor loop, worker threads, handler invocation."""
