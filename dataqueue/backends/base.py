@@ -74,6 +74,9 @@ class ClaimRequest:
     limit: int
     job_types: tuple[str, ...] | None = None
     group_limit: int | None = None
+    #: Rows each claim branch may look at; a processor passes its largest claim so
+    #: that one prepared statement serves every claim size.
+    scan_size: int = 0
 
 
 class Backend(Protocol):

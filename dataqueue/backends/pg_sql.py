@@ -308,13 +308,14 @@ _DONE_NULLS = (
 
 
 def render_advance(
-    schema: str | None, *, type_filter: bool, group_limit: bool, claim_limit: int
+    schema: str | None, *, type_filter: bool, group_limit: bool, scan_size: int
 ) -> str:
-    """The advance statement for one processor configuration and claim size.
+    """The advance statement for one processor configuration.
 
-    The limits are literals, not parameters: with a parameter PostgreSQL's generic plan
-    cannot see how few rows are wanted and plans a sort of every pending row; with
-    literals the prepared statement keeps the ordered index scan.
+    The branch limits are literals (``scan_size``, the processor's largest claim), not
+    parameters: with a parameter PostgreSQL's generic plan cannot see how few rows are
+    wanted and plans a sort of every pending row. The actual claim size is the
+    ``:claim_limit`` parameter, applied to the few merged candidates.
     """
     names = {
         "job_queue": _qualify(schema, "job_queue"),
@@ -334,7 +335,7 @@ def render_advance(
         for name, condition, order in _BRANCHES
     )
     pick = (_PICK_GROUP_LIMITED if group_limit else _PICK_UNLIMITED).format(**names)
-    scan_limit = claim_limit * (4 if group_limit else 1)
+    scan_limit = scan_size * (4 if group_limit else 1)
     sql = _ADVANCE_SQL.format(
         branches=branches,
         pick=pick,
@@ -343,9 +344,7 @@ def render_advance(
         done_nulls=_DONE_NULLS,
         **names,
     )
-    return sql.replace(":scan_limit", str(int(scan_limit))).replace(
-        ":claim_limit", str(int(claim_limit))
-    )
+    return sql.replace(":scan_limit", str(int(scan_limit)))
 
 
 GROUP_CLAIM_LOCK_SQL = "SELECT pg_advisory_xact_lock(:lock_key)"

@@ -585,6 +585,7 @@ class PostgresBackend:
             "worker_id": worker_id,
             "done_ids": [c.job_id for c in completions],
             "done_outputs": [c.output_json for c in completions],
+            "claim_limit": max(claim.limit, 0),
             "job_types": list(claim.job_types or ()),
             "group_limit": claim.group_limit or 0,
         }
@@ -602,11 +603,12 @@ class PostgresBackend:
         return done, claimed
 
     def _advance_sql(self, claim: ClaimRequest) -> str:
-        key = (claim.job_types is not None, bool(claim.group_limit), max(claim.limit, 0))
+        scan = max(claim.limit, claim.scan_size, 1)
+        key = (claim.job_types is not None, bool(claim.group_limit), scan)
         sql = self._advance_cache.get(key)
         if sql is None:
             sql = pg_sql.render_advance(
-                self.schema, type_filter=key[0], group_limit=key[1], claim_limit=key[2]
+                self.schema, type_filter=key[0], group_limit=key[1], scan_size=scan
             )
             self._advance_cache[key] = sql
         return sql

@@ -46,6 +46,12 @@ ErrorCallback = Callable[[BaseException], object]
 
 _running_processors: weakref.WeakSet[Processor] = weakref.WeakSet()
 
+# Handlers faster than this on average let a processor claim ahead of its free slots
+# (up to batch_size more), so that claims and completions are stored in batches.
+# Slower handlers get upstream's behaviour: claim only for free slots, so a long job
+# never sits locked in a local queue while other workers are idle.
+_QUICK_HANDLER_SECONDS = 0.05
+
 
 def _drain_at_exit() -> None:
     for processor in list(_running_processors):
@@ -172,7 +178,9 @@ class Processor:
         self._before_claim = list(before_claim)
         self._cond = threading.Condition()
         self._outcomes: list[Outcome] = []
-        self._in_flight = 0
+        self._in_flight = 0  # claimed and not yet stored (queued, running or finished)
+        self._queued = 0  # claimed, waiting for a worker thread
+        self._handler_seconds = _QUICK_HANDLER_SECONDS  # moving average of handler time
         self._running = False
         self._oneshots = 0
         self._loop_thread: threading.Thread | None = None
@@ -276,16 +284,35 @@ class Processor:
                 next_tick = time.monotonic() + self.poll_interval_seconds
             limit = 0
             if running and (tick_due or claim_more or outcomes):
-                limit = min(self.concurrency - self._in_flight + len(outcomes), self.batch_size)
+                capacity = self.concurrency + self._prefetch()
+                limit = min(capacity - self._in_flight + len(outcomes), self.batch_size)
             claimed = self._cycle(outcomes, limit, report_event=True)
             claim_more = limit > 0 and claimed == limit
         self._finish_background()
 
+    def _prefetch(self) -> int:
+        """How many jobs to claim beyond the free slots (0 for slow handlers).
+
+        Two batches: one the workers run while the loop stores and claims the other.
+        """
+        return 2 * self.batch_size if self._handler_seconds < _QUICK_HANDLER_SECONDS else 0
+
+    def _batch_ready(self) -> bool:
+        """Enough outcomes to be worth a round trip (holding ``_cond``)."""
+        finished = len(self._outcomes)
+        if not finished:
+            return False
+        unfinished = self._in_flight - finished
+        # Store when a batch is full, when nothing else is coming, or when the local
+        # queue runs low (so workers never idle while this loop waits).
+        low_water = self.batch_size if self._prefetch() else self.concurrency
+        return finished >= self.batch_size or unfinished == 0 or self._queued < low_water
+
     def _wait_for_work(self, next_tick: float, claim_more: bool) -> None:
         """Block (holding ``_cond``) until outcomes arrive, a claim is due, or stop."""
-        while not self._outcomes:
+        while not self._batch_ready():
             if self._running:
-                if claim_more and self._in_flight < self.concurrency:
+                if claim_more and self._in_flight < self.concurrency + self._prefetch():
                     return
                 remaining = next_tick - time.monotonic()
                 if remaining <= 0:
@@ -295,6 +322,8 @@ class Processor:
                 return
             else:
                 self._cond.wait()
+                if self._outcomes:
+                    return
 
     def _finish_background(self) -> None:
         with self._cond:
@@ -336,7 +365,7 @@ class Processor:
         pool = _WorkerPool(
             f"dataqueue-worker-{self.worker_id}-once",
             min(self.concurrency, len(claimed)),
-            self._execute,
+            self._run_job,
         )
         all_parallel = self.concurrency >= len(claimed)
         try:
@@ -359,7 +388,10 @@ class Processor:
 
     def _claim_request(self, limit: int) -> ClaimRequest:
         return ClaimRequest(
-            limit=limit, job_types=self._job_types, group_limit=self.group_concurrency
+            limit=limit,
+            job_types=self._job_types,
+            group_limit=self.group_concurrency,
+            scan_size=self.batch_size,
         )
 
     def _run_before_claim(self) -> None:
@@ -389,6 +421,7 @@ class Processor:
         self._announce_completed(completions, done_ids)
         with self._cond:
             self._in_flight += len(claimed) - len(outcomes)
+            self._queued += len(claimed)
         pool = self._pool
         for job in claimed:
             self.emit("job:processing", {"job_id": job.id, "job_type": job.job_type})
@@ -478,7 +511,8 @@ class Processor:
     def _deliver(self, outcome: Outcome) -> None:
         with self._cond:
             self._outcomes.append(outcome)
-            self._cond.notify_all()
+            if not self._running or self._batch_ready():
+                self._cond.notify_all()
 
     def _report(self, error: BaseException, *, event: bool) -> None:
         if self._on_error is None:
@@ -494,6 +528,14 @@ class Processor:
     # -- running one job (worker threads) -------------------------------------------
 
     def _execute(self, execution: Execution) -> None:
+        with self._cond:
+            self._queued -= 1
+        started = time.perf_counter()
+        self._run_job(execution)
+        elapsed = time.perf_counter() - started
+        self._handler_seconds += (elapsed - self._handler_seconds) * 0.1
+
+    def _run_job(self, execution: Execution) -> None:
         job = execution.job
         handler = self._handlers.get(job.job_type)
         if not handler:

@@ -187,12 +187,13 @@ def test_claim_is_an_ordered_index_scan(pg_queue: dq.JobQueue, engine: sa.Engine
 
     pg_queue.add_jobs([{"job_type": "t", "payload": {"i": i}} for i in range(3000)])
     run_sql(engine, "ANALYZE job_queue")
-    sql = pg_sql.render_advance(None, type_filter=False, group_limit=False, claim_limit=10)
+    sql = pg_sql.render_advance(None, type_filter=False, group_limit=False, scan_size=10)
     with engine.begin() as conn:
         plan = "\n".join(
             row[0]
             for row in conn.execute(
-                sa.text("EXPLAIN " + sql), {"worker_id": "w", "done_ids": [], "done_outputs": []}
+                sa.text("EXPLAIN " + sql),
+                {"worker_id": "w", "done_ids": [], "done_outputs": [], "claim_limit": 10},
             )
         )
     assert "Index Scan using idx_job_queue_claim_order" in plan
