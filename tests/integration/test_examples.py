@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import sqlalchemy as sa
+
+import dataqueue as dq
+from tests.conftest import run_sql
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,3 +49,30 @@ def test_quickstart_runs_on_embedded_postgres_without_configuration() -> None:
     )
     assert "on an embedded PostgreSQL" in out
     assert out.rstrip().endswith("done")
+
+
+def test_worker_example_drains_on_sigterm(
+    pg_queue: dq.JobQueue, engine: sa.Engine, database_url: str
+) -> None:
+    job_ids = pg_queue.add_jobs(
+        [{"job_type": "send_email", "payload": {"to": f"u{i}@x", "seconds": 1.0}} for i in range(4)]
+    )
+    env = {**os.environ, "DATAQUEUE_DATABASE_URL": database_url}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "worker.py")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while run_sql(engine, "SELECT count(*) FROM job_queue WHERE status = 'processing'")[0][0] < 4:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "draining" in output and "drained; bye" in output
+    jobs = [pg_queue.get_job(job_id) for job_id in job_ids]
+    assert all(job is not None and job.status == "completed" for job in jobs)
+    assert jobs[0] is not None and jobs[0].output == {"sent_to": "u0@x"}
