@@ -247,11 +247,14 @@ def create_engine(database_url: str | sa.URL | None = None, **database_config: A
     """
     params = build_connect_params(database_url, **database_config)
     engine = sa.create_engine(params.url, connect_args=params.connect_args, **params.engine_kwargs)
-    statement = params.search_path_sql
-    if statement is not None:
-        # insert=True: run before the dialect's first-connect initialisation, which reads
-        # current_schema().
-        sa.event.listen(engine, "connect", _SearchPathSetter(statement), insert=True)
+    # JIT compilation only slows dataqueue's short statements down: upstream's claim paid
+    # it on every call once a few thousand jobs were pending (W-PLAN-1).
+    statements = [SESSION_SETTINGS_SQL]
+    if params.search_path_sql is not None:
+        statements.append(params.search_path_sql)
+    # insert=True: run before the dialect's first-connect initialisation, which reads
+    # current_schema().
+    sa.event.listen(engine, "connect", _SessionSettings("; ".join(statements)), insert=True)
     install_fork_safety(engine)
     logger.debug("Created engine for %s", params.url.render_as_string(hide_password=True))
     return engine
@@ -608,8 +611,13 @@ def _quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class _SearchPathSetter:
-    """Pool ``connect`` listener running ``SET search_path`` on each new DBAPI connection."""
+#: Run on every new connection of an engine dataqueue creates.
+SESSION_SETTINGS_SQL = "SET jit = off"
+
+
+class _SessionSettings:
+    """Pool ``connect`` listener running dataqueue's ``SET`` statements on each new
+    DBAPI connection (``jit = off`` and the URL's ``search_path``)."""
 
     def __init__(self, statement: str) -> None:
         self.statement = statement

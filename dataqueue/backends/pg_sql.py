@@ -203,13 +203,17 @@ _BRANCH = """
 _BRANCHES = (
     (
         "pending",
-        "j.status = 'pending' AND j.run_at <= now() AND j.attempts < j.max_attempts",
+        # run_at is compared as an expression on purpose: with stale statistics (a burst
+        # of jobs right after the table was created or truncated) PostgreSQL would
+        # otherwise AND idx_job_queue_run_at into a bitmap scan and sort every pending
+        # row; this way the ordered idx_job_queue_claim_order scan is the only plan.
+        "j.status = 'pending' AND j.run_at - now() <= interval '0' AND j.attempts < j.max_attempts",
         "j.priority DESC, j.created_at, j.id",
     ),
     (
         "retrying",
         "j.status = 'failed' AND j.next_attempt_at <= now() AND j.attempts < j.max_attempts"
-        " AND j.run_at <= now()",
+        " AND j.run_at - now() <= interval '0'",
         "j.next_attempt_at",
     ),
     (
