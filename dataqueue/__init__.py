@@ -34,7 +34,16 @@ if TYPE_CHECKING:
     from dataqueue.processing.processor import Processor
     from dataqueue.processing.signal import AbortSignal
     from dataqueue.queue import JobQueue, init_job_queue
-    from dataqueue.records import DependsOn, JobEvent, JobGroup, JobOptions, JobRecord
+    from dataqueue.records import (
+        DependsOn,
+        JobEvent,
+        JobGroup,
+        JobOptions,
+        JobRecord,
+        WaitpointRecord,
+        WaitToken,
+        WaitTokenResult,
+    )
 
 __version__ = "0.1.0"
 
@@ -50,6 +59,9 @@ _LAZY = {
     "JobQueue": "dataqueue.queue",
     "JobRecord": "dataqueue.records",
     "Processor": "dataqueue.processing.processor",
+    "WaitToken": "dataqueue.records",
+    "WaitTokenResult": "dataqueue.records",
+    "WaitpointRecord": "dataqueue.records",
     "batch_dep_ref": "dataqueue.dependencies",
     "create_engine": "dataqueue.config",
     "init_job_queue": "dataqueue.queue",
@@ -95,6 +107,9 @@ __all__ = [
     "TagMatch",
     "UnsupportedOperationError",
     "WaitSignal",
+    "WaitToken",
+    "WaitTokenResult",
+    "WaitpointRecord",
     "__version__",
     "batch_dep_ref",
     "create_engine",

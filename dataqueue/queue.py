@@ -15,9 +15,19 @@ from typing import TYPE_CHECKING, Any
 from dataqueue import validation as v
 from dataqueue.backends.base import Backend
 from dataqueue.dependencies import resolve_batch_placeholders, validate_tags
+from dataqueue.durations import token_timeout
 from dataqueue.errors import InvalidJobError, UnsupportedOperationError
 from dataqueue.hooks import EventHooks, Listener
-from dataqueue.records import DependsOn, JobEvent, JobGroup, JobRecord
+from dataqueue.payload import encode_json
+from dataqueue.processing.context import new_token_id
+from dataqueue.records import (
+    DependsOn,
+    JobEvent,
+    JobGroup,
+    JobRecord,
+    WaitpointRecord,
+    WaitToken,
+)
 
 if TYPE_CHECKING:
     from dataqueue.processing.processor import Processor
@@ -151,6 +161,47 @@ class JobQueue:
             job_type=job_type,
             before_claim=list(self._before_claim_hooks),
         )
+
+    # -- tokens ---------------------------------------------------------------------
+
+    def create_token(
+        self, *, timeout: str | dt.timedelta | None = None, tags: list[str] | None = None
+    ) -> WaitToken:
+        """Create a token that a job can wait on with ``ctx.wait_for_token(token.id)``.
+
+        ``timeout``: ``"30s"``, ``"10m"``, ``"1h"``, ``"7d"`` or a ``timedelta`` (at most
+        365 days); after it the token times out and its waiter resumes with
+        ``ok=False``. Unlike upstream, a job waiting on a token made here is resumed when
+        the token completes (W-TOK-1).
+        """
+        token_id = new_token_id()
+        duration = token_timeout(timeout)
+        self._backend.create_token(
+            token_id, None, duration, None if tags is None else validate_tags(tags)
+        )
+        return WaitToken(token_id)
+
+    def complete_token(self, token_id: str, data: Any = None) -> bool:
+        """Complete a token with ``data`` (JSON) and resume the job waiting on it.
+
+        Returns True if this call completed it, False if it had already completed or
+        timed out (idempotent). An unknown id raises :class:`InvalidJobError`.
+        """
+        if not isinstance(token_id, str) or not token_id:
+            raise InvalidJobError(f"token_id must be a non-empty string, got {token_id!r}")
+        output = None if data is None else encode_json(data, what="token data")
+        completed = self._backend.complete_token(token_id, output)
+        if completed is None:
+            raise InvalidJobError(f"unknown token {token_id!r}")
+        return completed
+
+    def get_token(self, token_id: str) -> WaitpointRecord | None:
+        """The token's record, or None."""
+        return self._backend.get_token(token_id)
+
+    def expire_timed_out_tokens(self) -> int:
+        """Time out tokens past their timeout and resume their waiters; return how many."""
+        return self._backend.expire_timed_out_tokens()
 
     # -- enqueue --------------------------------------------------------------------
 

@@ -143,3 +143,33 @@ class JobOptions:
     dead_letter_job_type: str | None = None
     group: JobGroup | dict[str, Any] | None = None
     depends_on: DependsOn | dict[str, Any] | None = None
+
+
+@attrs.frozen
+class WaitpointRecord:
+    """A row of ``waitpoints``: a token a job can wait on."""
+
+    id: str
+    job_id: int | None
+    status: str
+    output: Any
+    timeout_at: dt.datetime | None
+    created_at: dt.datetime
+    completed_at: dt.datetime | None
+    tags: list[str] | None
+
+
+@attrs.frozen
+class WaitToken:
+    """A token created by ``create_token``; pass ``id`` to whoever completes it."""
+
+    id: str
+
+
+@attrs.frozen
+class WaitTokenResult:
+    """How a token wait ended: ``ok`` with ``output``, or not ok with ``error``."""
+
+    ok: bool
+    output: Any = None
+    error: str | None = None

@@ -11,13 +11,14 @@ that the queue emits hooks only for real changes (W-EV-1).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import attrs
 
 from dataqueue.enums import FailureReason
-from dataqueue.records import JobEvent, JobRecord
+from dataqueue.records import JobEvent, JobRecord, WaitpointRecord
 from dataqueue.validation import JobFilter, NewJob
 
 
@@ -166,6 +167,53 @@ class Backend(Protocol):
 
     def update_output(self, worker_id: str, job_id: int, output_json: str) -> bool:
         """Store the output of a job this worker owns."""
+        ...
+
+    def update_step_data(self, worker_id: str, job_id: int, step_data_json: str) -> bool:
+        """Store the step/wait memo of a job this worker owns."""
+        ...
+
+    def wait_job(
+        self,
+        worker_id: str,
+        job_id: int,
+        wait_until: dt.datetime | None,
+        token_id: str | None,
+        step_data_json: str,
+    ) -> bool:
+        """Park a job this worker owns until ``wait_until`` or until ``token_id`` settles.
+
+        Releases the lock, keeps attempts, writes a ``waiting`` event. If the token has
+        already settled the job is due at once (no lost wake-up, W-TOK-2).
+        """
+        ...
+
+    # -- tokens ---------------------------------------------------------------------
+
+    def create_token(
+        self,
+        token_id: str,
+        job_id: int | None,
+        timeout: dt.timedelta | None,
+        tags: list[str] | None,
+    ) -> None:
+        """Insert a waiting token."""
+        ...
+
+    def get_token(self, token_id: str) -> WaitpointRecord | None:
+        """The token, or None."""
+        ...
+
+    def complete_token(self, token_id: str, output_json: str | None) -> bool | None:
+        """Complete a waiting token and resume the jobs waiting on it.
+
+        Returns True if it completed, False if it had already completed or timed out,
+        None if no such token exists.
+        """
+        ...
+
+    def expire_timed_out_tokens(self) -> int:
+        """Time out due tokens and resume their waiting jobs; return how many tokens."""
         ...
 
     def reset_after_fork(self) -> None:

@@ -415,3 +415,117 @@ def render_fail(schema: str | None) -> str:
     return _FAIL_SQL.format(
         job_queue=_qualify(schema, "job_queue"), job_events=_qualify(schema, "job_events")
     )
+
+
+# -- waits, tokens and dependency cascades --------------------------------------------
+
+# W-TOK-2: the waitpoint row is locked, so a complete_token running at the same moment
+# either finishes first (then the job goes straight back to being due) or waits for
+# this statement and then sees the job waiting on its token. W-TOK-1: the waitpoint is
+# linked to the job even when it was created outside a handler.
+_WAIT_SQL = """
+WITH token AS (
+    SELECT id, status FROM {waitpoints} WHERE id = :token_id FOR UPDATE
+),
+settled AS (
+    SELECT count(*) > 0 AS done FROM token WHERE status <> 'waiting'
+),
+link AS (
+    UPDATE {waitpoints} AS w SET job_id = :job_id
+    FROM token WHERE w.id = token.id AND w.job_id IS NULL
+),
+waited AS (
+    UPDATE {job_queue} AS j
+    SET status = 'waiting', updated_at = now(), locked_at = NULL, locked_by = NULL,
+        step_data = CAST(:step_data AS jsonb),
+        wait_until = CASE WHEN (SELECT done FROM settled) THEN now()
+                          ELSE CAST(:wait_until AS timestamptz) END,
+        wait_token_id = CASE WHEN (SELECT done FROM settled) THEN NULL
+                             ELSE CAST(:token_id AS varchar) END
+    WHERE j.id = :job_id AND j.status = 'processing' AND j.locked_by = :worker_id
+    RETURNING j.id
+),
+waited_events AS (
+    INSERT INTO {job_events} (job_id, event_type, metadata)
+    SELECT id, 'waiting', jsonb_build_object('waitUntil', CAST(:wait_until_text AS text),
+        'waitTokenId', CAST(:token_id AS text))
+    FROM waited
+)
+SELECT id FROM waited
+"""
+
+# Resuming keeps the job 'waiting' with wait_until = now(): the claim's waiting branch
+# takes it without consuming an attempt (W-TOK-3), exactly like a due time-based wait.
+_RESUME_TOKEN_WAITERS_SQL = """
+UPDATE {job_queue}
+SET wait_token_id = NULL, wait_until = now(), updated_at = now()
+WHERE status = 'waiting' AND wait_token_id = ANY(CAST(:token_ids AS varchar[]))
+"""
+
+_COMPLETE_TOKEN_SQL = """
+UPDATE {waitpoints} SET status = 'completed', output = CAST(:output AS jsonb),
+    completed_at = now()
+WHERE id = :token_id AND status = 'waiting'
+RETURNING id
+"""
+
+_EXPIRE_TOKENS_SQL = """
+UPDATE {waitpoints} SET status = 'timed_out'
+WHERE status = 'waiting' AND timeout_at <= now()
+RETURNING id
+"""
+
+# Dependents of failed-for-good or cancelled jobs are cancelled transitively: by job
+# id, or by a tag barrier the seed's tags satisfy. rootJobId is always the seed.
+_CASCADE_SQL = """
+WITH RECURSIVE doomed(id, root_id) AS (
+    SELECT j.id, s.id
+    FROM {job_queue} AS s
+    JOIN {job_queue} AS j
+      ON j.id <> s.id AND j.status IN ('pending', 'waiting')
+     AND (j.depends_on_job_ids @> ARRAY[s.id]
+          OR (j.depends_on_tags IS NOT NULL AND s.tags @> j.depends_on_tags))
+    WHERE s.id = ANY(CAST(:seed_ids AS integer[]))
+    UNION
+    SELECT j.id, d.root_id
+    FROM doomed AS d
+    JOIN {job_queue} AS s ON s.id = d.id
+    JOIN {job_queue} AS j
+      ON j.id <> s.id AND j.status IN ('pending', 'waiting')
+     AND (j.depends_on_job_ids @> ARRAY[s.id]
+          OR (j.depends_on_tags IS NOT NULL AND s.tags @> j.depends_on_tags))
+),
+first_root AS (
+    SELECT DISTINCT ON (id) id, root_id FROM doomed ORDER BY id, root_id
+),
+cancelled AS (
+    UPDATE {job_queue} AS j
+    SET status = 'cancelled', updated_at = now(), last_cancelled_at = now(),
+        wait_until = NULL, wait_token_id = NULL,
+        pending_reason = jsonb_build_object('rootJobId', first_root.root_id,
+            'dependencyCascade', true)::text
+    FROM first_root
+    WHERE j.id = first_root.id AND j.status IN ('pending', 'waiting')
+    RETURNING j.id, first_root.root_id
+)
+INSERT INTO {job_events} (job_id, event_type, metadata)
+SELECT id, 'cancelled', jsonb_build_object('rootJobId', root_id, 'dependencyCascade', true)
+FROM cancelled
+RETURNING job_id
+"""
+
+
+def render_named(schema: str | None) -> dict[str, str]:
+    """The waits/tokens/cascade statements for ``schema``."""
+    names = {
+        "job_queue": _qualify(schema, "job_queue"),
+        "job_events": _qualify(schema, "job_events"),
+        "waitpoints": _qualify(schema, "waitpoints"),
+    }
+    return {
+        "wait": _WAIT_SQL.format(**names),
+        "resume_token_waiters": _RESUME_TOKEN_WAITERS_SQL.format(**names),
+        "complete_token": _COMPLETE_TOKEN_SQL.format(**names),
+        "expire_tokens": _EXPIRE_TOKENS_SQL.format(**names),
+        "cascade": _CASCADE_SQL.format(**names),
+    }

@@ -35,13 +35,14 @@ from dataqueue.backends.base import (
 from dataqueue.config import reset_engine_after_fork
 from dataqueue.enums import FailureReason, JobEventType, JobStatus, TagMatch
 from dataqueue.errors import InvalidJobError, JobDependencyError, SchemaNotReadyError
-from dataqueue.records import JobEvent, JobRecord
+from dataqueue.records import JobEvent, JobRecord, WaitpointRecord
 from dataqueue.validation import JobFilter, NewJob
 
 logger = logging.getLogger("dataqueue.postgres")
 
 jq = schema.job_queue
 je = schema.job_events
+wp = schema.waitpoints
 
 _UNDEFINED_TABLE = "42P01"
 _UNDEFINED_COLUMN = "42703"
@@ -317,10 +318,13 @@ class PostgresBackend:
         options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
         if schema is not None:
             options["schema_translate_map"] = {None: schema}
-        # Every operation is one statement, so autocommit saves BEGIN/COMMIT round trips.
+        # Most operations are one statement, so autocommit saves BEGIN/COMMIT round trips.
         self._autocommit = engine.execution_options(**options)
+        del options["isolation_level"]
+        self._transactional = engine.execution_options(**options)
         self._sql = pg_sql.render_statements(schema)
         self._fail_sql = pg_sql.render_fail(schema)
+        self._named = pg_sql.render_named(schema)
         self._advance_cache: dict[tuple[bool, bool, int], str] = {}
         # One advisory lock serialises claims under a group limit (W-GRP-1).
         self._lock_key = _GROUP_LOCK_BASE + zlib.crc32((schema or "").encode())
@@ -444,6 +448,7 @@ class PostgresBackend:
         return self._cancel(jq.c.status == "pending", *filter_conditions(filters))
 
     def _cancel(self, *conditions: sa.ColumnElement[bool]) -> list[int]:
+        """Cancel matching jobs and, in the same transaction, their dependents."""
         changed = (
             sa.update(jq)
             .where(*conditions)
@@ -457,7 +462,22 @@ class PostgresBackend:
             .returning(jq.c.id)
             .cte("changed")
         )
-        return [row[0] for row in self._rows(_events_for(changed, JobEventType.CANCELLED))]
+        statement = _events_for(changed, JobEventType.CANCELLED)
+        with self._translate_errors(), self._transaction() as conn:
+            ids = [row[0] for row in conn.execute(statement).all()]
+            self._cascade(conn, ids)
+        return ids
+
+    def _cascade(self, conn: sa.Connection, seed_ids: Sequence[int]) -> None:
+        """Cancel jobs that depend on ``seed_ids`` (failed for good or cancelled)."""
+        if seed_ids:
+            conn.execute(sa.text(self._named["cascade"]), {"seed_ids": list(seed_ids)})
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """One transaction on one pooled connection, for multi-statement operations."""
+        with self._transactional.begin() as conn:
+            yield conn
 
     def edit_job(self, job_id: int, updates: dict[str, Any]) -> bool:
         return bool(self._edit(updates, jq.c.id == job_id))
@@ -592,7 +612,7 @@ class PostgresBackend:
         statement = sa.text(self._advance_sql(claim))
         with self._translate_errors():
             if claim.group_limit and claim.limit > 0:
-                with self.engine.begin() as conn:
+                with self._transaction() as conn:
                     conn.execute(sa.text(pg_sql.GROUP_CLAIM_LOCK_SQL), {"lock_key": self._lock_key})
                     rows = conn.execute(statement, params).all()
             else:
@@ -625,8 +645,15 @@ class PostgresBackend:
             "delays": [f.retry_in_seconds for f in failures],
             "failed_at": [f.failed_at for f in failures],
         }
-        with self._translate_errors(), self._autocommit.connect() as conn:
-            rows = conn.execute(sa.text(self._fail_sql), params).all()
+        if all(f.retry_in_seconds is not None for f in failures):
+            with self._translate_errors(), self._autocommit.connect() as conn:
+                rows = conn.execute(sa.text(self._fail_sql), params).all()
+        else:
+            # Dependents are cancelled only when a prerequisite fails for good (W-DEP-1),
+            # in the same transaction.
+            with self._translate_errors(), self._transaction() as conn:
+                rows = conn.execute(sa.text(self._fail_sql), params).all()
+                self._cascade(conn, [r[0] for r in rows if not r[1]])
         return [FailResult(job_id=r[0], will_retry=r[1], dead_letter_job_id=r[2]) for r in rows]
 
     def _owned(self, worker_id: str, job_id: int) -> sa.ColumnElement[bool]:
@@ -657,6 +684,91 @@ class PostgresBackend:
             .values(output=sa.cast(sa.literal(output_json), pg.JSONB), updated_at=sa.func.now())
         )
         return self._count(statement) > 0
+
+    def update_step_data(self, worker_id: str, job_id: int, step_data_json: str) -> bool:
+        statement = (
+            sa.update(jq)
+            .where(self._owned(worker_id, job_id))
+            .values(
+                step_data=sa.cast(sa.literal(step_data_json), pg.JSONB), updated_at=sa.func.now()
+            )
+        )
+        return self._count(statement) > 0
+
+    def wait_job(
+        self,
+        worker_id: str,
+        job_id: int,
+        wait_until: dt.datetime | None,
+        token_id: str | None,
+        step_data_json: str,
+    ) -> bool:
+        params = {
+            "worker_id": worker_id,
+            "job_id": job_id,
+            "token_id": token_id,
+            "wait_until": wait_until,
+            "wait_until_text": None
+            if wait_until is None
+            else wait_until.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+            "step_data": step_data_json,
+        }
+        with self._translate_errors(), self._autocommit.connect() as conn:
+            return bool(conn.execute(sa.text(self._named["wait"]), params).all())
+
+    # -- tokens ---------------------------------------------------------------------
+
+    def create_token(
+        self,
+        token_id: str,
+        job_id: int | None,
+        timeout: dt.timedelta | None,
+        tags: list[str] | None,
+    ) -> None:
+        timeout_at = None if timeout is None else sa.func.now() + timeout
+        statement = sa.insert(wp).values(
+            id=token_id, job_id=job_id, status="waiting", timeout_at=timeout_at, tags=tags
+        )
+        self._count(statement)
+
+    def get_token(self, token_id: str) -> WaitpointRecord | None:
+        rows = self._rows(sa.select(wp).where(wp.c.id == token_id))
+        if not rows:
+            return None
+        row = rows[0]._mapping
+        created_at = _utc(row["created_at"])
+        assert created_at is not None
+        return WaitpointRecord(
+            id=row["id"],
+            job_id=row["job_id"],
+            status=row["status"],
+            output=row["output"],
+            timeout_at=_utc(row["timeout_at"]),
+            created_at=created_at,
+            completed_at=_utc(row["completed_at"]),
+            tags=row["tags"],
+        )
+
+    def complete_token(self, token_id: str, output_json: str | None) -> bool | None:
+        with self._translate_errors(), self._transaction() as conn:
+            done = conn.execute(
+                sa.text(self._named["complete_token"]),
+                {"token_id": token_id, "output": output_json},
+            ).all()
+            if not done:
+                exists = conn.execute(sa.select(wp.c.id).where(wp.c.id == token_id)).first()
+                return False if exists else None
+            # A new statement, so it sees a job that started waiting while we waited
+            # for the token's row lock (W-TOK-2).
+            conn.execute(sa.text(self._named["resume_token_waiters"]), {"token_ids": [token_id]})
+        return True
+
+    def expire_timed_out_tokens(self) -> int:
+        with self._translate_errors(), self._transaction() as conn:
+            expired = [r[0] for r in conn.execute(sa.text(self._named["expire_tokens"])).all()]
+            if expired:
+                conn.execute(sa.text(self._named["resume_token_waiters"]), {"token_ids": expired})
+        return len(expired)
 
     # -- lifecycle ------------------------------------------------------------------
 

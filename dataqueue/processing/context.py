@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from dataqueue.errors import InvalidJobError
+from dataqueue.durations import wait_duration
+from dataqueue.errors import InvalidJobError, WaitSignal
 from dataqueue.payload import encode_json
 from dataqueue.processing.execution import Execution, TimeoutCallback
+from dataqueue.records import WaitToken, WaitTokenResult
+from dataqueue.validation import require_aware
 
 if TYPE_CHECKING:
     from dataqueue.processing.processor import Processor
 
 logger = logging.getLogger("dataqueue.processor")
+
+T = TypeVar("T")
+
+TOKEN_TIMED_OUT = "Token timed out"
+
+
+def new_token_id() -> str:
+    """``wp_`` followed by a random UUID, as upstream."""
+    return f"wp_{uuid.uuid4()}"
+
+
+def token_result(status: str, output: Any) -> dict[str, Any] | None:
+    """The stored result of a settled token, or None while it is still waiting."""
+    if status == "completed":
+        return {"ok": True, "output": output}
+    if status == "timed_out":
+        return {"ok": False, "error": TOKEN_TIMED_OUT}
+    return None
 
 
 class JobContext:
@@ -28,6 +53,8 @@ class JobContext:
         self._processor = processor
         self._execution = execution
         self.output_json: str | None = None  # the last set_output value, encoded
+        self.step_data: dict[str, Any] = execution.step_data
+        self._wait_position = 0  # waits are keyed by position: __wait_0, __wait_1, …
 
     @property
     def job_id(self) -> int:
@@ -93,3 +120,133 @@ class JobContext:
             "output", lambda backend, worker: backend.update_output(worker, self.job_id, encoded)
         )
         self._processor.emit("job:output", {"job_id": self.job_id, "output": data})
+
+    # -- steps and waits ------------------------------------------------------------
+
+    def run(self, step_name: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` once per job: a step completed in an earlier invocation (before a
+        wait or a failed attempt) returns its stored result without calling ``fn``.
+
+        The result must be JSON-serialisable (InvalidJobError otherwise) and comes back
+        JSON-decoded on replay. Step names must be unique within the handler.
+        """
+        if not isinstance(step_name, str) or not step_name:
+            raise InvalidJobError(f"step name must be a non-empty string, got {step_name!r}")
+        entry = self.step_data.get(step_name)
+        if isinstance(entry, dict) and entry.get("__completed"):
+            return cast(T, entry.get("result"))
+        result = fn()
+        encode_json(result, what=f"result of step {step_name!r}")
+        stored: dict[str, Any] = {"__completed": True}
+        if result is not None:
+            stored["result"] = result
+        self.step_data[step_name] = stored
+        self._persist_step_data()
+        return result
+
+    def wait_for(
+        self,
+        *,
+        seconds: float = 0,
+        minutes: float = 0,
+        hours: float = 0,
+        days: float = 0,
+        weeks: float = 0,
+        months: float = 0,
+        years: float = 0,
+    ) -> None:
+        """Pause the job for the given duration (months = 30 days, years = 365 days).
+
+        The handler stops here (by raising ``WaitSignal``, a BaseException) and runs
+        again from the top when the time has passed; completed ``run`` steps replay and
+        this call returns at once. Waiting consumes no attempt. The total must be
+        positive (InvalidJobError).
+        """
+        key = self._next_wait_key()
+        if self._wait_completed(key):
+            return
+        duration = wait_duration(
+            seconds=seconds,
+            minutes=minutes,
+            hours=hours,
+            days=days,
+            weeks=weeks,
+            months=months,
+            years=years,
+        )
+        self._wait(key, "duration", dt.datetime.now(dt.timezone.utc) + duration, None)
+
+    def wait_until(self, when: dt.datetime) -> None:
+        """Pause the job until ``when`` (timezone-aware; a past time resumes at once)."""
+        key = self._next_wait_key()
+        if self._wait_completed(key):
+            return
+        self._wait(key, "date", require_aware(when, "wait_until"), None)
+
+    def create_token(
+        self, *, timeout: str | dt.timedelta | None = None, tags: list[str] | None = None
+    ) -> WaitToken:
+        """Create a token linked to this job; someone calls ``queue.complete_token(id)``.
+
+        ``timeout`` is ``"30s"``, ``"10m"``, ``"1h"``, ``"7d"`` or a ``timedelta``; anything
+        else raises ValueError. Not memoised: wrap it in ``ctx.run`` to create it once.
+        """
+        return self._processor.create_token(self.job_id, timeout, tags)
+
+    def wait_for_token(self, token_id: str) -> WaitTokenResult:
+        """Pause until the token is completed or times out; return how it ended.
+
+        ``ok=True`` with the completion's ``output``, or ``ok=False`` with
+        ``error="Token timed out"``. Resuming consumes no attempt.
+        """
+        if not isinstance(token_id, str) or not token_id:
+            raise InvalidJobError(f"token_id must be a non-empty string, got {token_id!r}")
+        key = self._next_wait_key()
+        entry = self.step_data.get(key)
+        if isinstance(entry, dict) and entry.get("completed"):
+            return _as_result(entry.get("result"))
+        token = self._processor.get_token(token_id)
+        if token is None:
+            raise InvalidJobError(f"unknown token {token_id!r}")
+        settled = token_result(token.status, token.output)
+        if settled is not None:
+            self.step_data[key] = {
+                "type": "token",
+                "tokenId": token_id,
+                "completed": True,
+                "result": settled,
+            }
+            self._persist_step_data()
+            return _as_result(settled)
+        self._wait(key, "token", None, token_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _next_wait_key(self) -> str:
+        key = f"__wait_{self._wait_position}"
+        self._wait_position += 1
+        return key
+
+    def _wait_completed(self, key: str) -> bool:
+        entry = self.step_data.get(key)
+        return isinstance(entry, dict) and bool(entry.get("completed"))
+
+    def _wait(self, key: str, kind: str, until: dt.datetime | None, token_id: str | None) -> None:
+        entry: dict[str, Any] = {"type": kind, "completed": False}
+        if token_id is not None:
+            entry["tokenId"] = token_id
+        self.step_data[key] = entry
+        raise WaitSignal(wait_until=until, token_id=token_id)
+
+    def _persist_step_data(self) -> None:
+        encoded = json.dumps(self.step_data, separators=(",", ":"))
+        self._processor.write_best_effort(
+            "step data",
+            lambda backend, worker: backend.update_step_data(worker, self.job_id, encoded),
+        )
+
+
+def _as_result(stored: Any) -> WaitTokenResult:
+    if isinstance(stored, dict) and stored.get("ok"):
+        return WaitTokenResult(ok=True, output=stored.get("output"))
+    error = stored.get("error") if isinstance(stored, dict) else None
+    return WaitTokenResult(ok=False, error=error or TOKEN_TIMED_OUT)

@@ -37,6 +37,8 @@ class Execution:
         self._settled = False
         self.armed_ms = 0  # duration of the last arming, reported in the timeout message
         self.abandoned = False  # timed out while its handler still runs
+        # The job's memo of completed steps and waits (__wait_<n>), shared with ctx.
+        self.step_data: dict[str, Any] = dict(job.step_data or {})
 
     @property
     def has_timeout(self) -> bool:

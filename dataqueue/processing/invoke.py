@@ -12,7 +12,7 @@ import attrs
 from dataqueue.backends.base import ClaimedJob
 from dataqueue.enums import FailureReason
 
-OutcomeKind = Literal["completed", "failed"]
+OutcomeKind = Literal["completed", "failed", "waiting"]
 
 
 def handler_arity(handler: Callable[..., Any]) -> int:
@@ -59,10 +59,25 @@ class Outcome:
     error: BaseException | None = None
     reason: FailureReason | None = None
     failed_at: str = ""
+    wait_until: dt.datetime | None = None
+    token_id: str | None = None
+    step_data_json: str = "{}"
 
     @classmethod
     def completed(cls, job: ClaimedJob, output_json: str | None) -> Outcome:
         return cls(job, "completed", output_json=output_json)
+
+    @classmethod
+    def waiting(
+        cls,
+        job: ClaimedJob,
+        wait_until: dt.datetime | None,
+        token_id: str | None,
+        step_data_json: str,
+    ) -> Outcome:
+        return cls(
+            job, "waiting", wait_until=wait_until, token_id=token_id, step_data_json=step_data_json
+        )
 
     @classmethod
     def failed(cls, job: ClaimedJob, error: BaseException, reason: FailureReason) -> Outcome:

@@ -19,6 +19,7 @@ count and the running flag.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import queue as queue_module
 import random
@@ -30,13 +31,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dataqueue.backends.base import Backend, ClaimedJob, ClaimRequest, Completion, Failure
+from dataqueue.dependencies import validate_tags
+from dataqueue.durations import token_timeout
 from dataqueue.enums import FailureReason
-from dataqueue.errors import ConfigurationError, DataQueueError
+from dataqueue.errors import ConfigurationError, DataQueueError, WaitSignal
 from dataqueue.hooks import EventHooks
 from dataqueue.payload import encode_json
-from dataqueue.processing.context import JobContext
+from dataqueue.processing.context import JobContext, new_token_id, token_result
 from dataqueue.processing.execution import Execution, Watchdog
 from dataqueue.processing.invoke import Outcome, error_message, handler_arity
+from dataqueue.records import WaitpointRecord, WaitToken
 from dataqueue.retry import retry_delay_seconds
 
 logger = logging.getLogger("dataqueue.processor")
@@ -262,6 +266,17 @@ class Processor:
         except Exception:
             logger.exception("could not store %s (ignored)", what)
 
+    def create_token(self, job_id: int | None, timeout: Any, tags: list[str] | None) -> WaitToken:
+        duration = token_timeout(timeout)
+        token = WaitToken(new_token_id())
+        self._backend.create_token(
+            token.id, job_id, duration, None if tags is None else validate_tags(tags)
+        )
+        return token
+
+    def get_token(self, token_id: str) -> WaitpointRecord | None:
+        return self._backend.get_token(token_id)
+
     def extend_deadline(self, execution: Execution, ms: int) -> None:
         self._watchdog.arm(execution, ms)
         self._store_extension(execution, ms)
@@ -406,6 +421,7 @@ class Processor:
         failures = [o for o in outcomes if o.kind == "failed"]
         completions = [o for o in outcomes if o.kind == "completed"]
         self._store_failures(failures)
+        self._store_waits([o for o in outcomes if o.kind == "waiting"], report_event=False)
         claimed: list[ClaimedJob] = []
         try:
             done_ids, claimed = self._backend.advance(
@@ -434,6 +450,7 @@ class Processor:
         failures = [o for o in outcomes if o.kind == "failed"]
         completions = [o for o in outcomes if o.kind == "completed"]
         self._store_failures(failures, report_event=report_event)
+        self._store_waits([o for o in outcomes if o.kind == "waiting"], report_event=report_event)
         if not completions:
             return
         try:
@@ -487,6 +504,29 @@ class Processor:
                     "will_retry": result.will_retry,
                 },
             )
+
+    def _store_waits(self, waits: list[Outcome], *, report_event: bool) -> None:
+        for outcome in waits:
+            job = outcome.job
+            try:
+                parked = self._backend.wait_job(
+                    self.worker_id,
+                    job.id,
+                    outcome.wait_until,
+                    outcome.token_id,
+                    outcome.step_data_json,
+                )
+            except Exception as exc:
+                self._report(exc, event=report_event)
+                continue
+            if parked:
+                self.emit("job:waiting", {"job_id": job.id, "job_type": job.job_type})
+            else:
+                logger.warning(
+                    "job %s started waiting but worker %s no longer owned it",
+                    job.id,
+                    self.worker_id,
+                )
 
     @staticmethod
     def _failure(outcome: Outcome) -> Failure:
@@ -545,7 +585,15 @@ class Processor:
         if execution.has_timeout:
             self._watchdog.arm(execution, int(job.timeout_ms or 0))
         try:
+            self._resolve_waits(execution)
             outcome = self._invoke(handler, execution)
+        except WaitSignal as signal:
+            outcome = Outcome.waiting(
+                job,
+                signal.details.get("wait_until"),
+                signal.details.get("token_id"),
+                json.dumps(execution.step_data, separators=(",", ":")),
+            )
         except BaseException as exc:  # every raise is a job outcome
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
@@ -554,6 +602,30 @@ class Processor:
         self._watchdog.disarm(execution)
         if not execution.settle(outcome):
             logger.log(self._log_level, "job %s returned after its timeout; ignored", job.id)
+
+    def _resolve_waits(self, execution: Execution) -> None:
+        """Mark the waits that ended as completed before the handler runs again (§6.3)."""
+        changed = False
+        for key, entry in execution.step_data.items():
+            if not key.startswith("__wait_") or not isinstance(entry, dict):
+                continue
+            if entry.get("completed"):
+                continue
+            if entry.get("type") in ("duration", "date"):
+                entry["completed"] = True
+                changed = True
+            elif entry.get("type") == "token" and entry.get("tokenId"):
+                token = self._backend.get_token(entry["tokenId"])
+                result = None if token is None else token_result(token.status, token.output)
+                if result is not None:
+                    entry.update(completed=True, result=result)
+                    changed = True
+        if changed:
+            encoded = json.dumps(execution.step_data, separators=(",", ":"))
+            self.write_best_effort(
+                "step data",
+                lambda backend, worker: backend.update_step_data(worker, execution.job.id, encoded),
+            )
 
     def _invoke(self, handler: Handler, execution: Execution) -> Outcome:
         job = execution.job
