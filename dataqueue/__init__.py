@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         WaitToken,
         WaitTokenResult,
     )
+    from dataqueue.supervisor import Supervisor, SupervisorRunResult
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,8 @@ _LAZY = {
     "JobQueue": "dataqueue.queue",
     "JobRecord": "dataqueue.records",
     "Processor": "dataqueue.processing.processor",
+    "Supervisor": "dataqueue.supervisor",
+    "SupervisorRunResult": "dataqueue.supervisor",
     "WaitToken": "dataqueue.records",
     "WaitTokenResult": "dataqueue.records",
     "WaitpointRecord": "dataqueue.records",
@@ -104,6 +107,8 @@ __all__ = [
     "JobStatus",
     "Processor",
     "SchemaNotReadyError",
+    "Supervisor",
+    "SupervisorRunResult",
     "TagMatch",
     "UnsupportedOperationError",
     "WaitSignal",

@@ -31,6 +31,7 @@ from dataqueue.records import (
 
 if TYPE_CHECKING:
     from dataqueue.processing.processor import Processor
+    from dataqueue.supervisor import Supervisor
 
 logger = logging.getLogger("dataqueue.queue")
 
@@ -160,6 +161,40 @@ class JobQueue:
             verbose=verbose or self.verbose,
             job_type=job_type,
             before_claim=list(self._before_claim_hooks),
+        )
+
+    def create_supervisor(
+        self,
+        *,
+        interval_ms: float = 60000,
+        stuck_jobs_timeout_minutes: int = 10,
+        cleanup_jobs_days_to_keep: int = 30,
+        cleanup_events_days_to_keep: int = 30,
+        cleanup_batch_size: int = 1000,
+        reclaim_stuck_jobs: bool = True,
+        expire_timed_out_tokens: bool = True,
+        on_error: Callable[[BaseException], object] | None = None,
+        verbose: bool = False,
+    ) -> Supervisor:
+        """A :class:`Supervisor` for periodic maintenance (see its docstring).
+
+        A retention of 0 days (or less) disables that cleanup. Several supervisors, in
+        several processes, may run at once.
+        """
+        from dataqueue.supervisor import Supervisor
+
+        return Supervisor(
+            self._backend,
+            self._hooks,
+            interval_ms=interval_ms,
+            stuck_jobs_timeout_minutes=stuck_jobs_timeout_minutes,
+            cleanup_jobs_days_to_keep=cleanup_jobs_days_to_keep,
+            cleanup_events_days_to_keep=cleanup_events_days_to_keep,
+            cleanup_batch_size=cleanup_batch_size,
+            reclaim_stuck_jobs=reclaim_stuck_jobs,
+            expire_timed_out_tokens=expire_timed_out_tokens,
+            on_error=on_error,
+            verbose=verbose or self.verbose,
         )
 
     # -- tokens ---------------------------------------------------------------------
