@@ -116,7 +116,13 @@ def bench_database(url: str | None = None, *, prefix: str = "dq_bench") -> Itera
             _drop_scratch_database(admin_url, scratch_url)
         return
 
-    import pgserver
+    try:
+        import pgserver
+    except ImportError:
+        raise RuntimeError(
+            "the embedded PostgreSQL needs pgserver (pip install 'dataqueue[embedded]'); "
+            f"or pass --database-url / set ${DATABASE_URL_ENV} to use an existing server"
+        ) from None
 
     directory = tempfile.mkdtemp(prefix="dq-bench-pg-")
     server: Any = pgserver.get_server(directory, cleanup_mode="stop")
@@ -136,7 +142,9 @@ def truncate_tables(engine: sa.Engine) -> None:
 
 
 def server_info(engine: sa.Engine) -> dict[str, str]:
-    """``server_version`` (short form), the full ``version()`` and :data:`REPORTED_SETTINGS`."""
+    """``server_version`` (short form), the full ``version()``, :data:`REPORTED_SETTINGS` and
+    ``jit_available`` (``pg_jit_available()``: pgserver's build has no LLVM, so its ``jit=on``
+    never compiles anything, unlike most packaged servers)."""
     with engine.connect() as conn:
         info = {
             "server_version": str(conn.exec_driver_sql("SHOW server_version").scalar()),
@@ -144,6 +152,12 @@ def server_info(engine: sa.Engine) -> dict[str, str]:
         }
         for name in REPORTED_SETTINGS:
             info[name] = str(conn.exec_driver_sql(f"SHOW {name}").scalar())
+        # pg_jit_available() is false whenever jit is off, as dataqueue's engines set it
+        # per connection: ask with jit on for this transaction only.
+        conn.exec_driver_sql("SELECT set_config('jit', 'on', true)")
+        available = conn.exec_driver_sql("SELECT pg_jit_available()").scalar()
+        conn.rollback()
+        info["jit_available"] = "yes" if available else "no"
     return info
 
 

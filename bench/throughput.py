@@ -10,6 +10,9 @@ Scenarios (every event upstream writes is written: added, processing, completed)
 - backlog: the rate of draining 10,000 jobs out of a 200,000-job backlog, compared with
   the rate of draining a 10,000-job backlog (the claim must not slow down with it).
 - pickup: enqueue -> handler start latency with an idle background processor.
+- dependencies: 10,000 jobs where every odd job depends on the even job before it
+  (``batch_dep_ref``), drained like the plain scenario; its rate as a share of the
+  plain drain rate.
 
 PostgreSQL CPU is read from /proc for the server's postmaster and its children (the
 server must run on this machine).
@@ -79,6 +82,24 @@ def enqueue(queue: dq.JobQueue, count: int) -> None:
         queue.add_jobs([{"job_type": "noop", "payload": {"n": start + i}} for i in range(size)])
 
 
+def enqueue_with_dependencies(queue: dq.JobQueue, count: int) -> None:
+    """Pairs: job 2k is a prerequisite of job 2k+1 (in chunks of 10,000)."""
+    for start in range(0, count, 10_000):
+        size = min(10_000, count - start)
+        queue.add_jobs(
+            [
+                {"job_type": "noop", "payload": {"n": start + i}}
+                if i % 2 == 0
+                else {
+                    "job_type": "noop",
+                    "payload": {"n": start + i},
+                    "depends_on": {"job_ids": [dq.batch_dep_ref(i - 1)]},
+                }
+                for i in range(size)
+            ]
+        )
+
+
 def drain(queue: dq.JobQueue, engine: sa.Engine, jobs: int) -> dict[str, float]:
     """Run one background processor until ``jobs`` jobs completed; return the figures."""
     done = threading.Event()
@@ -119,6 +140,15 @@ def run_drain(queue: dq.JobQueue, engine: sa.Engine, runs: int, jobs: int) -> di
     return {key: round(statistics.median(r[key] for r in results), 4) for key in results[0]} | {
         "runs": [{k: round(v, 4) for k, v in r.items()} for r in results]
     }
+
+
+def run_dependencies(
+    queue: dq.JobQueue, engine: sa.Engine, jobs: int, plain_rate: float
+) -> dict[str, Any]:
+    _embedded.truncate_tables(engine)
+    enqueue_with_dependencies(queue, jobs)
+    rate = drain(queue, engine, jobs)["jobs_per_second"]
+    return {"jobs": jobs, "rate": round(rate), "share_of_plain": round(rate / plain_rate, 3)}
 
 
 def run_backlog(
@@ -192,6 +222,14 @@ def main() -> None:
             ("pickup_poll_100ms", lambda: run_pickup(queue, engine, 10, 100)),
             ("pickup_poll_1000ms", lambda: run_pickup(queue, engine, 6, 1000)),
         ]
+        steps.append(
+            (
+                "dependencies",
+                lambda: run_dependencies(
+                    queue, engine, args.jobs, report["drain"]["jobs_per_second"]
+                ),
+            )
+        )
         if not args.skip_backlog:
             steps.append(("backlog", lambda: run_backlog(queue, engine, args.backlog, args.jobs)))
         for name, step in steps:

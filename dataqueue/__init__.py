@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from dataqueue.processing.signal import AbortSignal
     from dataqueue.queue import JobQueue, init_job_queue
     from dataqueue.records import (
+        CronScheduleRecord,
         DependsOn,
         JobEvent,
         JobGroup,
@@ -51,6 +52,7 @@ __version__ = "0.1.0"
 #: Lazily imported public names and the module that defines each.
 _LAZY = {
     "AbortSignal": "dataqueue.processing.signal",
+    "CronScheduleRecord": "dataqueue.records",
     "DependsOn": "dataqueue.records",
     "HandlerCheck": "dataqueue.processing.isolated",
     "JobContext": "dataqueue.processing.context",
@@ -88,6 +90,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AbortSignal",
     "ConfigurationError",
+    "CronScheduleRecord",
     "DataQueueError",
     "DependsOn",
     "DuplicateScheduleError",

@@ -41,6 +41,11 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} {value!r:.80} is not JSON serialisable")
 
 
+# One encoder for every call: json.dumps() with options builds a new one each time.
+# It keeps no state between encode() calls, so threads can share it.
+_ENCODER = json.JSONEncoder(default=_default, allow_nan=False, separators=(",", ":"))
+
+
 def encode_json(value: Any, *, what: str = "payload") -> str:
     """Encode ``value`` as compact JSON text.
 
@@ -49,7 +54,7 @@ def encode_json(value: Any, *, what: str = "payload") -> str:
     that JSON cannot hold).
     """
     try:
-        text = json.dumps(value, default=_default, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidJobError(f"{what} is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text and _NUL_ESCAPE.search(text):

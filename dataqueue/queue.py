@@ -7,6 +7,7 @@ It owns no SQL and imports no database library; storage goes through the
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -16,11 +17,12 @@ from dataqueue import validation as v
 from dataqueue.backends.base import Backend
 from dataqueue.dependencies import resolve_batch_placeholders, validate_tags
 from dataqueue.durations import token_timeout
-from dataqueue.errors import InvalidJobError, UnsupportedOperationError
+from dataqueue.errors import InvalidCronExpressionError, InvalidJobError, UnsupportedOperationError
 from dataqueue.hooks import EventHooks, Listener
 from dataqueue.payload import encode_json
 from dataqueue.processing.context import new_token_id
 from dataqueue.records import (
+    CronScheduleRecord,
     DependsOn,
     JobEvent,
     JobGroup,
@@ -60,8 +62,8 @@ class JobQueue:
         self._redis_client = redis_client
         self._hooks = EventHooks()
         self.verbose = verbose
-        # Run by every processor before it claims (the cron step joins here).
-        self._before_claim_hooks: list[Callable[[], object]] = []
+        # Run by every processor before it claims: due cron schedules become jobs.
+        self._before_claim_hooks: list[Callable[[], object]] = [self.enqueue_due_cron_jobs]
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -196,6 +198,141 @@ class JobQueue:
             on_error=on_error,
             verbose=verbose or self.verbose,
         )
+
+    # -- cron -----------------------------------------------------------------------
+
+    def add_cron_job(
+        self,
+        schedule_name: str,
+        cron_expression: str,
+        job_type: str,
+        payload: Any,
+        *,
+        timezone: str = "UTC",
+        allow_overlap: bool = False,
+        max_attempts: int = 3,
+        priority: int = 0,
+        timeout_ms: int | None = None,
+        force_kill_on_timeout: bool = False,
+        tags: list[str] | None = None,
+        retry_delay: int | None = None,
+        retry_backoff: bool | None = None,
+        retry_delay_max: int | None = None,
+        dead_letter_job_type: str | None = None,
+    ) -> int:
+        """Create a cron schedule that enqueues ``job_type`` jobs; return its id.
+
+        ``cron_expression`` is a standard 5-field expression (or ``@daily`` etc.)
+        evaluated in the IANA ``timezone``. Processors enqueue due occurrences before
+        each claim (or call :meth:`enqueue_due_cron_jobs`); missed occurrences are not
+        caught up. With ``allow_overlap=False`` an occurrence is skipped while the
+        previous job is still pending, processing or waiting. Invalid expressions or
+        timezones, and expressions that never fire, raise
+        :class:`InvalidCronExpressionError`; a taken name raises
+        :class:`DuplicateScheduleError`.
+        """
+        from dataqueue import cron
+
+        name = v.require_str(schedule_name, "schedule_name")
+        expression = cron.validate_cron_expression(cron_expression)
+        zone = cron.validate_timezone(timezone)
+        job = v.build_new_job(
+            job_type,
+            payload,
+            {
+                "max_attempts": max_attempts,
+                "priority": priority,
+                "timeout_ms": timeout_ms,
+                "force_kill_on_timeout": force_kill_on_timeout,
+                "tags": tags,
+                "retry_delay": retry_delay,
+                "retry_backoff": retry_backoff,
+                "retry_delay_max": retry_delay_max,
+                "dead_letter_job_type": dead_letter_job_type,
+            },
+        )
+        if not isinstance(allow_overlap, bool):
+            raise InvalidJobError(f"allow_overlap must be a bool, got {allow_overlap!r}")
+        values = {
+            "schedule_name": name,
+            "cron_expression": expression,
+            "timezone": zone,
+            "allow_overlap": allow_overlap,
+            "next_run_at": _first_run(expression, zone),
+            "job_type": job.job_type,
+            "payload": json.loads(job.payload_json),
+            "max_attempts": job.max_attempts,
+            "priority": job.priority,
+            "timeout_ms": job.timeout_ms,
+            "force_kill_on_timeout": job.force_kill_on_timeout,
+            "tags": job.tags,
+            "retry_delay": job.retry_delay,
+            "retry_backoff": job.retry_backoff,
+            "retry_delay_max": job.retry_delay_max,
+            "dead_letter_job_type": job.dead_letter_job_type,
+        }
+        return self._backend.add_cron_schedule(values)
+
+    def get_cron_job(self, schedule_id: int) -> CronScheduleRecord | None:
+        """The schedule with ``schedule_id``, or None."""
+        return self._backend.get_cron_schedule(v.require_int(schedule_id, "schedule_id", minimum=1))
+
+    def get_cron_job_by_name(self, schedule_name: str) -> CronScheduleRecord | None:
+        """The schedule named ``schedule_name``, or None."""
+        return self._backend.get_cron_schedule(name=v.require_str(schedule_name, "schedule_name"))
+
+    def list_cron_jobs(self, status: str | None = None) -> list[CronScheduleRecord]:
+        """All schedules, or those ``"active"``/``"paused"``, oldest first."""
+        if status is not None and status not in ("active", "paused"):
+            raise InvalidJobError(f"status must be 'active' or 'paused', got {status!r}")
+        return self._backend.list_cron_schedules(status)
+
+    def edit_cron_job(self, schedule_id: int, **updates: Any) -> bool:
+        """Change a schedule; True if it exists. Unknown field names raise TypeError.
+
+        Editable: ``cron_expression, timezone, payload, max_attempts, priority,
+        timeout_ms, force_kill_on_timeout, tags, allow_overlap, retry_delay,
+        retry_backoff, retry_delay_max, dead_letter_job_type`` (None clears the optional
+        ones). A new expression or timezone recomputes the next run from now.
+        """
+        schedule_id = v.require_int(schedule_id, "schedule_id", minimum=1)
+        values = _cron_updates(updates)
+        if "cron_expression" in values or "timezone" in values:
+            existing = self._backend.get_cron_schedule(schedule_id)
+            if existing is None:
+                return False
+            values["next_run_at"] = _first_run(
+                values.get("cron_expression", existing.cron_expression),
+                values.get("timezone", existing.timezone),
+            )
+        if not values:
+            return False
+        return self._backend.update_cron_schedule(schedule_id, values)
+
+    def pause_cron_job(self, schedule_id: int) -> bool:
+        """Stop enqueueing for the schedule (``next_run_at`` is kept); True if it exists."""
+        schedule_id = v.require_int(schedule_id, "schedule_id", minimum=1)
+        return self._backend.update_cron_schedule(schedule_id, {"status": "paused"})
+
+    def resume_cron_job(self, schedule_id: int) -> bool:
+        """Enqueue again; a ``next_run_at`` in the past fires once at the next pass."""
+        schedule_id = v.require_int(schedule_id, "schedule_id", minimum=1)
+        return self._backend.update_cron_schedule(schedule_id, {"status": "active"})
+
+    def remove_cron_job(self, schedule_id: int) -> bool:
+        """Delete the schedule (jobs it enqueued stay); True if it existed."""
+        schedule_id = v.require_int(schedule_id, "schedule_id", minimum=1)
+        return self._backend.remove_cron_schedule(schedule_id)
+
+    def enqueue_due_cron_jobs(self) -> int:
+        """Enqueue one job for every due active schedule and advance it; return how many.
+
+        Safe to call from several processors at once: each occurrence is enqueued
+        exactly once (W-CRON-1). Processors call it before every claim.
+        """
+        from dataqueue import cron
+
+        return self._backend.enqueue_due_cron_jobs(cron.next_run)
 
     # -- tokens ---------------------------------------------------------------------
 
@@ -446,6 +583,62 @@ class JobQueue:
         """
         minutes = _non_negative(max_processing_time_minutes, "max_processing_time_minutes")
         return self._backend.reclaim_stuck_jobs(minutes)
+
+
+_CRON_EDITABLE = frozenset(
+    {
+        "cron_expression",
+        "timezone",
+        "payload",
+        "max_attempts",
+        "priority",
+        "timeout_ms",
+        "force_kill_on_timeout",
+        "tags",
+        "allow_overlap",
+        "retry_delay",
+        "retry_backoff",
+        "retry_delay_max",
+        "dead_letter_job_type",
+    }
+)
+
+
+def _first_run(expression: str, zone: str) -> dt.datetime:
+    from dataqueue import cron
+
+    next_run_at = cron.next_run(expression, zone)
+    if next_run_at is None:
+        raise InvalidCronExpressionError(
+            f'Invalid cron expression: "{expression}" (it never fires)'
+        )
+    return next_run_at
+
+
+def _cron_updates(updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``edit_cron_job`` fields into column values."""
+    from dataqueue import cron
+
+    unknown = set(updates) - _CRON_EDITABLE
+    if unknown:
+        raise TypeError(
+            f"cannot edit cron field(s) {', '.join(sorted(unknown))}; "
+            f"editable: {', '.join(sorted(_CRON_EDITABLE))}"
+        )
+    values: dict[str, Any] = {}
+    job_fields = {k: updates[k] for k in updates if k in v.EDITABLE_FIELDS}
+    for name, value in v.build_update(job_fields).items():
+        values[name] = json.loads(value) if name == "payload" else value
+    if "cron_expression" in updates:
+        values["cron_expression"] = cron.validate_cron_expression(updates["cron_expression"])
+    if "timezone" in updates:
+        values["timezone"] = cron.validate_timezone(updates["timezone"])
+    for flag in ("allow_overlap", "force_kill_on_timeout"):
+        if flag in updates:
+            if not isinstance(updates[flag], bool):
+                raise InvalidJobError(f"{flag} must be a bool, got {updates[flag]!r}")
+            values[flag] = updates[flag]
+    return values
 
 
 def _reject(message: str) -> None:

@@ -173,3 +173,39 @@ class WaitTokenResult:
     ok: bool
     output: Any = None
     error: str | None = None
+
+
+@attrs.frozen
+class CronScheduleRecord:
+    """A row of ``cron_schedules``. Datetimes are timezone-aware UTC."""
+
+    id: int
+    schedule_name: str
+    cron_expression: str
+    job_type: str
+    payload: Any
+    max_attempts: int
+    priority: int
+    timeout_ms: int | None
+    force_kill_on_timeout: bool
+    tags: list[str] | None
+    timezone: str
+    allow_overlap: bool
+    status: str
+    last_enqueued_at: dt.datetime | None
+    last_job_id: int | None
+    next_run_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    retry_delay: int | None
+    retry_backoff: bool | None
+    retry_delay_max: int | None
+    dead_letter_job_type: str | None
+
+    def to_dict(self, *, camel_case: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict (see :meth:`JobRecord.to_dict`)."""
+        out = {}
+        for field in attrs.fields(CronScheduleRecord):
+            key = _camel(field.name) if camel_case else field.name
+            out[key] = _json_ready(getattr(self, field.name))
+        return out

@@ -12,13 +12,13 @@ that the queue emits hooks only for real changes (W-EV-1).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
 
 from dataqueue.enums import FailureReason
-from dataqueue.records import JobEvent, JobRecord, WaitpointRecord
+from dataqueue.records import CronScheduleRecord, JobEvent, JobRecord, WaitpointRecord
 from dataqueue.validation import JobFilter, NewJob
 
 
@@ -214,6 +214,38 @@ class Backend(Protocol):
 
     def expire_timed_out_tokens(self) -> int:
         """Time out due tokens and resume their waiting jobs; return how many tokens."""
+        ...
+
+    # -- cron -----------------------------------------------------------------------
+
+    def add_cron_schedule(self, values: dict[str, Any]) -> int:
+        """Insert a schedule (column values); a taken name raises DuplicateScheduleError."""
+        ...
+
+    def get_cron_schedule(
+        self, schedule_id: int | None = None, name: str | None = None
+    ) -> CronScheduleRecord | None:
+        """The schedule with that id or name, or None."""
+        ...
+
+    def list_cron_schedules(self, status: str | None) -> list[CronScheduleRecord]:
+        """All schedules (or those with ``status``), oldest first."""
+        ...
+
+    def update_cron_schedule(self, schedule_id: int, values: dict[str, Any]) -> bool:
+        """Set column values (``updated_at`` too); True if the schedule exists."""
+        ...
+
+    def remove_cron_schedule(self, schedule_id: int) -> bool:
+        """Delete the schedule (its jobs stay); True if it existed."""
+        ...
+
+    def enqueue_due_cron_jobs(
+        self, next_run: Callable[[str, str, dt.datetime], dt.datetime | None]
+    ) -> int:
+        """Enqueue one job per due active schedule and advance it, exactly once even when
+        several processes tick at the same moment (W-CRON-1). ``next_run(expression,
+        timezone, now)`` computes the following occurrence. Returns jobs enqueued."""
         ...
 
     def reset_after_fork(self) -> None:

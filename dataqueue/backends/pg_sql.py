@@ -6,14 +6,22 @@ inside UNION branches, and window functions over locked rows.
 
 **Enqueue** unnests one array per column
 ``WITH ORDINALITY``, pre-allocates ids from the ``job_queue`` sequence in input order,
-resolves batch placeholders (``-(k+1)`` means "the job at index k") against those ids,
-inserts the rows with ``ON CONFLICT DO NOTHING`` on the idempotency index, writes one
-``added`` event per inserted row, and returns one row per input in input order. All of
-that is one statement: one round trip, atomic even in autocommit, and usable on any
-DB-API connection the caller passes as ``db=``.
+looks up keys that already exist, resolves batch placeholders (``-(k+1)`` means "the
+job at index k") against an ``id_map`` array of the batch's ids, inserts the rows with
+``ON CONFLICT DO NOTHING`` on the idempotency index, writes one ``added`` event per
+inserted row, and returns one ``(ord, id, was_inserted, existing_id)`` row per input in
+input order. All of that is one statement: one round trip, atomic even in autocommit,
+and usable on any DB-API connection the caller passes as ``db=``. Its cost estimate
+grows linearly with the batch (placeholders are array subscripts, not joins), so it
+stays under ``jit_above_cost`` on servers with JIT. A single job takes a plain
+``INSERT … VALUES`` of the same shape (**enqueue_one**).
 
-Per-row lists (tags, dependencies) travel as JSON text because PostgreSQL arrays must
-be rectangular.
+Per-row lists (tags, dependencies) travel as array literals (``{"a","b"}``) in a text
+array, because PostgreSQL arrays must be rectangular; each row casts its own. The
+enqueue statements are written with SQLAlchemy ``:name`` binds and also rendered for
+psycopg 3 (:func:`render_native_statements`): whitespace compacted (psycopg caches
+parsing only for queries under 4 KiB) and the column arrays sent in binary
+(``%(name)b``), which spares psycopg's per-character escaping of text arrays.
 
 **Advance** is the processor's whole cycle in one statement: it completes the jobs a
 worker finished (guarded by ``status='processing' AND locked_by=<worker>``, W-LOCK-1),
@@ -30,7 +38,8 @@ dead-letter job (its id drawn from the sequence inside the same UPDATE) and even
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dataqueue.validation import NewJob
@@ -56,48 +65,19 @@ INPUT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("depends_on_tags", "text"),
 )
 
-_ENQUEUE_SQL = """
-WITH input AS MATERIALIZED (
-    SELECT CAST(nextval(CAST(:sequence AS regclass)) AS integer) AS id, t.*
-    FROM unnest({arrays}) WITH ORDINALITY AS t({names}, ord)
-    ORDER BY t.ord
-),
-resolved AS (
-    SELECT input.ord, COALESCE(existing.id, input.id) AS id, existing.id AS existing_id
-    FROM input
-    LEFT JOIN {job_queue} AS existing
-      ON input.idempotency_key IS NOT NULL AND existing.idempotency_key = input.idempotency_key
-),
-inserted AS (
-    INSERT INTO {job_queue} (
-        id, job_type, payload, max_attempts, priority, run_at, timeout_ms,
+_INSERT_COLUMNS = """
+        job_type, payload, max_attempts, priority, run_at, timeout_ms,
         force_kill_on_timeout, tags, idempotency_key, retry_delay, retry_backoff,
         retry_delay_max, dead_letter_job_type, group_id, group_tier,
-        depends_on_job_ids, depends_on_tags)
-    SELECT input.id, input.job_type, CAST(input.payload AS jsonb), input.max_attempts,
-        input.priority, COALESCE(input.run_at, CURRENT_TIMESTAMP), input.timeout_ms,
-        input.force_kill_on_timeout,
-        CASE WHEN input.tags IS NOT NULL THEN ARRAY(
-            SELECT e.value FROM jsonb_array_elements_text(CAST(input.tags AS jsonb))
-                WITH ORDINALITY AS e(value, n) ORDER BY e.n) END,
-        input.idempotency_key, input.retry_delay, input.retry_backoff, input.retry_delay_max,
-        input.dead_letter_job_type, input.group_id, input.group_tier,
-        CASE WHEN input.depends_on_job_ids IS NOT NULL THEN ARRAY(
-            SELECT CASE WHEN CAST(d.value AS integer) < 0 THEN ref.id
-                        ELSE CAST(d.value AS integer) END
-            FROM jsonb_array_elements_text(CAST(input.depends_on_job_ids AS jsonb))
-                WITH ORDINALITY AS d(value, n)
-            LEFT JOIN resolved AS ref ON ref.ord = -CAST(d.value AS integer)
-            ORDER BY d.n) END,
-        CASE WHEN input.depends_on_tags IS NOT NULL THEN ARRAY(
-            SELECT e.value FROM jsonb_array_elements_text(CAST(input.depends_on_tags AS jsonb))
-                WITH ORDINALITY AS e(value, n) ORDER BY e.n) END
-    FROM input JOIN resolved ON resolved.ord = input.ord
-    WHERE resolved.existing_id IS NULL
-    ORDER BY input.ord
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, job_type, payload, tags, idempotency_key, depends_on_job_ids, depends_on_tags
-),
+        depends_on_job_ids, depends_on_tags"""
+
+_INSERTED_RETURNING = (
+    "RETURNING id, job_type, payload, tags, idempotency_key, depends_on_job_ids, depends_on_tags"
+)
+
+# The ``added`` event of every row in ``inserted``: {jobType, payload, tags?,
+# idempotencyKey?, dependsOn?}, with placeholders already resolved to ids.
+_ADDED_EVENTS = """
 added_events AS (
     INSERT INTO {job_events} (job_id, event_type, metadata)
     SELECT inserted.id, 'added',
@@ -113,10 +93,74 @@ added_events AS (
                     'tags', to_jsonb(inserted.depends_on_tags)))) END
     FROM inserted
     ORDER BY inserted.id
-)
+)"""
+
+# ``input`` draws the ids: nextval runs in ``ord`` order (it is computed above the
+# ORDER BY; PostgreSQL postpones volatile output columns past a sort), so ids increase
+# in input order. ``resolved`` adds the ids of keys that already exist; for a batch
+# without keys the join condition is ``false`` (enqueue_without_keys), so it never
+# reads job_queue and its cost does not grow with the table. ``id_map`` is read only
+# through a scalar subquery, so a batch without placeholders never builds it.
+_ENQUEUE_SQL = """
+WITH input AS MATERIALIZED (
+    SELECT CAST(nextval(CAST(:sequence AS regclass)) AS integer) AS new_id, t.*
+    FROM unnest({arrays}) WITH ORDINALITY AS t({names}, ord)
+    ORDER BY t.ord
+),
+resolved AS MATERIALIZED (
+    SELECT input.*, existing.id AS existing_id, COALESCE(existing.id, input.new_id) AS id
+    FROM input
+    LEFT JOIN {job_queue} AS existing ON {existing_key}
+),
+id_map AS MATERIALIZED (
+    SELECT array_agg(resolved.id ORDER BY resolved.ord) AS ids FROM resolved
+),
+inserted AS (
+    INSERT INTO {job_queue} (id,{insert_columns})
+    SELECT r.id, r.job_type, CAST(r.payload AS jsonb), r.max_attempts, r.priority,
+        COALESCE(r.run_at, CURRENT_TIMESTAMP), r.timeout_ms, r.force_kill_on_timeout,
+        CAST(r.tags AS text[]), r.idempotency_key, r.retry_delay, r.retry_backoff,
+        r.retry_delay_max, r.dead_letter_job_type, r.group_id, r.group_tier,
+        CASE WHEN r.depends_on_job_ids IS NOT NULL THEN ARRAY(
+            SELECT CASE WHEN d.id < 0 THEN (SELECT id_map.ids FROM id_map)[-d.id] ELSE d.id END
+            FROM unnest(CAST(r.depends_on_job_ids AS integer[])) WITH ORDINALITY AS d(id, n)
+            ORDER BY d.n) END,
+        CAST(r.depends_on_tags AS text[])
+    FROM resolved AS r
+    WHERE r.existing_id IS NULL
+    ORDER BY r.ord
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    {returning}
+),{added_events}
 SELECT resolved.ord, resolved.id, inserted.id IS NOT NULL AS was_inserted, resolved.existing_id
 FROM resolved LEFT JOIN inserted ON inserted.id = resolved.id
 ORDER BY resolved.ord
+"""
+
+# One job (add_job, or a batch that is one job after de-duplicating keys; placeholders
+# cannot occur, they must point at an earlier job). Same result shape as the batch, as
+# zero or one row: none when a concurrent transaction inserted the key after this
+# statement's snapshot (the caller then looks the key up in a new statement). The
+# existing-key branch cannot see the row ``inserted`` writes (same snapshot).
+_ENQUEUE_ONE_SQL = """
+WITH inserted AS (
+    INSERT INTO {job_queue} ({insert_columns})
+    VALUES (CAST(:job_type AS text), CAST(:payload AS jsonb), CAST(:max_attempts AS integer),
+        CAST(:priority AS integer), COALESCE(CAST(:run_at AS timestamptz), CURRENT_TIMESTAMP),
+        CAST(:timeout_ms AS integer), CAST(:force_kill_on_timeout AS boolean),
+        CAST(:tags AS text[]), CAST(:idempotency_key AS text), CAST(:retry_delay AS integer),
+        CAST(:retry_backoff AS boolean), CAST(:retry_delay_max AS integer),
+        CAST(:dead_letter_job_type AS text), CAST(:group_id AS text),
+        CAST(:group_tier AS text), CAST(:depends_on_job_ids AS integer[]),
+        CAST(:depends_on_tags AS text[]))
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    {returning}
+),{added_events}
+SELECT 1 AS ord, inserted.id, true AS was_inserted, CAST(NULL AS integer) AS existing_id
+FROM inserted
+UNION ALL
+SELECT 1, existing.id, false, existing.id FROM {job_queue} AS existing
+WHERE existing.idempotency_key = CAST(:idempotency_key AS text)
 """
 
 _EXISTING_IDS_SQL = "SELECT id FROM {job_queue} WHERE id = ANY(CAST(:ids AS integer[]))"
@@ -125,6 +169,22 @@ _IDS_BY_KEY_SQL = (
     "SELECT idempotency_key, id FROM {job_queue} WHERE idempotency_key = ANY(CAST(:keys AS text[]))"
 )
 
+#: Names of the statements :func:`render_statements` and :func:`render_native_statements`
+#: return (``render_statements`` adds ``sequence``, a parameter value, not SQL).
+ENQUEUE_STATEMENTS = (
+    "enqueue",
+    "enqueue_without_keys",
+    "enqueue_one",
+    "existing_ids",
+    "ids_by_key",
+)
+
+# SQLAlchemy's own pattern for ``:name`` binds in text(); ``::type`` casts do not match.
+_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+
+_BATCH_STATEMENTS = frozenset({"enqueue", "enqueue_without_keys"})
+_BINARY_BINDS = frozenset(name for name, _ in INPUT_COLUMNS)
+
 
 def _qualify(schema: str | None, name: str) -> str:
     if schema is None:
@@ -132,53 +192,148 @@ def _qualify(schema: str | None, name: str) -> str:
     return '"' + schema.replace('"', '""') + '".' + name
 
 
-def render_statements(schema: str | None) -> dict[str, str]:
-    """The SQL texts for ``schema`` (None: the connection's search_path)."""
-    names = {
-        "job_queue": _qualify(schema, "job_queue"),
-        "job_events": _qualify(schema, "job_events"),
-    }
+def _templates() -> dict[str, str]:
     arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in INPUT_COLUMNS)
-    columns = ", ".join(name for name, _ in INPUT_COLUMNS)
+    shared = {
+        "insert_columns": _INSERT_COLUMNS,
+        "returning": _INSERTED_RETURNING,
+        "added_events": _ADDED_EVENTS,
+        # Left for the second format() call, which fills in the table names.
+        "job_queue": "{job_queue}",
+        "job_events": "{job_events}",
+    }
+    names = ", ".join(name for name, _ in INPUT_COLUMNS)
+    keyed = "existing.idempotency_key = input.idempotency_key"
     return {
-        "enqueue": _ENQUEUE_SQL.format(arrays=arrays, names=columns, **names),
-        "existing_ids": _EXISTING_IDS_SQL.format(**names),
-        "ids_by_key": _IDS_BY_KEY_SQL.format(**names),
-        "sequence": _qualify(schema, "job_queue_id_seq"),
+        "enqueue": _ENQUEUE_SQL.format(arrays=arrays, names=names, existing_key=keyed, **shared),
+        "enqueue_without_keys": _ENQUEUE_SQL.format(
+            arrays=arrays, names=names, existing_key="false", **shared
+        ),
+        "enqueue_one": _ENQUEUE_ONE_SQL.format(**shared),
+        "existing_ids": _EXISTING_IDS_SQL,
+        "ids_by_key": _IDS_BY_KEY_SQL,
     }
 
 
-def _json_list(values: Sequence[Any] | None) -> str | None:
+def _compact(sql: str) -> str:
+    # The templates hold no comments and no string literal with repeated spaces.
+    return " ".join(sql.split())
+
+
+def _table_names(schema: str | None, escape: Callable[[str], str]) -> dict[str, str]:
+    return {
+        "job_queue": escape(_qualify(schema, "job_queue")),
+        "job_events": escape(_qualify(schema, "job_events")),
+    }
+
+
+def render_statements(schema: str | None) -> dict[str, str]:
+    """The SQL texts for ``schema`` (None: the connection's search_path).
+
+    The enqueue statements (:data:`ENQUEUE_STATEMENTS`) use SQLAlchemy ``:name`` binds;
+    ``sequence`` is the value of the batch statement's ``:sequence`` parameter.
+    """
+    # A colon in a quoted schema name must not read as a bind in text().
+    names = _table_names(schema, lambda sql: sql.replace(":", "\\:"))
+    statements = {name: _compact(sql).format(**names) for name, sql in _templates().items()}
+    statements["sequence"] = _qualify(schema, "job_queue_id_seq")
+    return statements
+
+
+def render_native_statements(schema: str | None) -> dict[str, str]:
+    """The enqueue statements (:data:`ENQUEUE_STATEMENTS`) for a psycopg 3 cursor.
+
+    Same SQL and parameter names as :func:`render_statements`, with psycopg
+    placeholders: ``%(name)b`` (binary) for the batch's column arrays, ``%(name)s``
+    for everything else. Needs server-side binding (not a ``ClientCursor``).
+    """
+    names = _table_names(schema, lambda sql: sql.replace("%", "%%"))
+    return {
+        name: _psycopg_placeholders(
+            _compact(sql), _BINARY_BINDS if name in _BATCH_STATEMENTS else frozenset()
+        ).format(**names)
+        for name, sql in _templates().items()
+    }
+
+
+def _psycopg_placeholders(sql: str, binary: frozenset[str]) -> str:
+    def placeholder(match: re.Match[str]) -> str:
+        name = match[1]
+        return f"%({name})b" if name in binary else f"%({name})s"
+
+    return _BIND.sub(placeholder, sql.replace("%", "%%"))
+
+
+def _text_array(values: Sequence[str] | None) -> str | None:
+    """``values`` as a PostgreSQL array literal; every element quoted, so any text fits."""
     if values is None:
         return None
-    import json
+    quoted = (value.replace("\\", "\\\\").replace('"', '\\"') for value in values)
+    return '{"' + '","'.join(quoted) + '"}' if values else "{}"
 
-    return json.dumps(list(values), separators=(",", ":"))
+
+def _int_array(values: Sequence[int] | None) -> str | None:
+    """``values`` as a PostgreSQL array literal."""
+    return None if values is None else "{" + ",".join(map(str, values)) + "}"
 
 
 def enqueue_parameters(jobs: Sequence[NewJob], sequence: str) -> dict[str, Any]:
-    """Column arrays for the enqueue statement, one element per job."""
-    params: dict[str, Any] = {name: [] for name, _ in INPUT_COLUMNS}
-    for job in jobs:
-        params["job_type"].append(job.job_type)
-        params["payload"].append(job.payload_json)
-        params["max_attempts"].append(job.max_attempts)
-        params["priority"].append(job.priority)
-        params["run_at"].append(job.run_at)
-        params["timeout_ms"].append(job.timeout_ms)
-        params["force_kill_on_timeout"].append(job.force_kill_on_timeout)
-        params["tags"].append(_json_list(job.tags))
-        params["idempotency_key"].append(job.idempotency_key)
-        params["retry_delay"].append(job.retry_delay)
-        params["retry_backoff"].append(job.retry_backoff)
-        params["retry_delay_max"].append(job.retry_delay_max)
-        params["dead_letter_job_type"].append(job.dead_letter_job_type)
-        params["group_id"].append(job.group_id)
-        params["group_tier"].append(job.group_tier)
-        params["depends_on_job_ids"].append(_json_list(job.depends_on_job_ids))
-        params["depends_on_tags"].append(_json_list(job.depends_on_tags))
+    """Parameters of the batch statement: one array per column, one element per job.
+
+    A column that is NULL for every job is sent as a NULL array, which unnest pads
+    with NULLs: cheaper to send than a list of None.
+    """
+    columns: dict[str, list[Any]] = {
+        "job_type": [job.job_type for job in jobs],
+        "payload": [job.payload_json for job in jobs],
+        "max_attempts": [job.max_attempts for job in jobs],
+        "priority": [job.priority for job in jobs],
+        "run_at": [job.run_at for job in jobs],
+        "timeout_ms": [job.timeout_ms for job in jobs],
+        "force_kill_on_timeout": [job.force_kill_on_timeout for job in jobs],
+        "tags": [_text_array(job.tags) for job in jobs],
+        "idempotency_key": [job.idempotency_key for job in jobs],
+        "retry_delay": [job.retry_delay for job in jobs],
+        "retry_backoff": [job.retry_backoff for job in jobs],
+        "retry_delay_max": [job.retry_delay_max for job in jobs],
+        "dead_letter_job_type": [job.dead_letter_job_type for job in jobs],
+        "group_id": [job.group_id for job in jobs],
+        "group_tier": [job.group_tier for job in jobs],
+        "depends_on_job_ids": [_int_array(job.depends_on_job_ids) for job in jobs],
+        "depends_on_tags": [_text_array(job.depends_on_tags) for job in jobs],
+    }
+    params: dict[str, Any] = {
+        name: None if values[0] is None and values.count(None) == len(values) else values
+        for name, values in columns.items()
+    }
     params["sequence"] = sequence
     return params
+
+
+def enqueue_one_parameters(job: NewJob) -> dict[str, Any]:
+    """Parameters of the single-job statement (lists as real arrays, not JSON).
+
+    ``job`` must not hold batch placeholders (negative ids).
+    """
+    return {
+        "job_type": job.job_type,
+        "payload": job.payload_json,
+        "max_attempts": job.max_attempts,
+        "priority": job.priority,
+        "run_at": job.run_at,
+        "timeout_ms": job.timeout_ms,
+        "force_kill_on_timeout": job.force_kill_on_timeout,
+        "tags": job.tags,
+        "idempotency_key": job.idempotency_key,
+        "retry_delay": job.retry_delay,
+        "retry_backoff": job.retry_backoff,
+        "retry_delay_max": job.retry_delay_max,
+        "dead_letter_job_type": job.dead_letter_job_type,
+        "group_id": job.group_id,
+        "group_tier": job.group_tier,
+        "depends_on_job_ids": job.depends_on_job_ids,
+        "depends_on_tags": job.depends_on_tags,
+    }
 
 
 # -- processor statements -------------------------------------------------------------

@@ -14,11 +14,12 @@ import datetime as dt
 import json
 import logging
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import attrs
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.orm import Session, scoped_session
@@ -34,8 +35,13 @@ from dataqueue.backends.base import (
 )
 from dataqueue.config import reset_engine_after_fork
 from dataqueue.enums import FailureReason, JobEventType, JobStatus, TagMatch
-from dataqueue.errors import InvalidJobError, JobDependencyError, SchemaNotReadyError
-from dataqueue.records import JobEvent, JobRecord, WaitpointRecord
+from dataqueue.errors import (
+    DuplicateScheduleError,
+    InvalidJobError,
+    JobDependencyError,
+    SchemaNotReadyError,
+)
+from dataqueue.records import CronScheduleRecord, JobEvent, JobRecord, WaitpointRecord
 from dataqueue.validation import JobFilter, NewJob
 
 logger = logging.getLogger("dataqueue.postgres")
@@ -43,6 +49,9 @@ logger = logging.getLogger("dataqueue.postgres")
 jq = schema.job_queue
 je = schema.job_events
 wp = schema.waitpoints
+cs = schema.cron_schedules
+
+_UNIQUE_VIOLATION = "23505"
 
 _UNDEFINED_TABLE = "42P01"
 _UNDEFINED_COLUMN = "42703"
@@ -133,6 +142,53 @@ def job_event_from_row(row: sa.RowMapping | Mapping[str, Any]) -> JobEvent:
         event_type=JobEventType(row["event_type"]),
         created_at=created_at,
         metadata=row["metadata"],
+    )
+
+
+def cron_record_from_row(row: sa.RowMapping | Mapping[str, Any]) -> CronScheduleRecord:
+    """Build a :class:`CronScheduleRecord` from a ``cron_schedules`` row mapping."""
+    created_at = _utc(row["created_at"])
+    assert created_at is not None
+    return CronScheduleRecord(
+        id=row["id"],
+        schedule_name=row["schedule_name"],
+        cron_expression=row["cron_expression"],
+        job_type=row["job_type"],
+        payload=row["payload"],
+        max_attempts=row["max_attempts"] if row["max_attempts"] is not None else 3,
+        priority=row["priority"] or 0,
+        timeout_ms=row["timeout_ms"],
+        force_kill_on_timeout=bool(row["force_kill_on_timeout"]),
+        tags=row["tags"],
+        timezone=row["timezone"] or "UTC",
+        allow_overlap=bool(row["allow_overlap"]),
+        status=row["status"] or "active",
+        last_enqueued_at=_utc(row["last_enqueued_at"]),
+        last_job_id=row["last_job_id"],
+        next_run_at=_utc(row["next_run_at"]),
+        created_at=created_at,
+        updated_at=_utc(row["updated_at"]) or created_at,
+        retry_delay=row["retry_delay"],
+        retry_backoff=row["retry_backoff"],
+        retry_delay_max=row["retry_delay_max"],
+        dead_letter_job_type=row["dead_letter_job_type"],
+    )
+
+
+def _job_from_schedule(row: sa.RowMapping | Mapping[str, Any]) -> NewJob:
+    """The job a schedule enqueues: its job fields, due now, nothing else."""
+    return NewJob(
+        job_type=row["job_type"],
+        payload_json=json.dumps(row["payload"], separators=(",", ":")),
+        max_attempts=row["max_attempts"] if row["max_attempts"] is not None else 3,
+        priority=row["priority"] or 0,
+        timeout_ms=row["timeout_ms"],
+        force_kill_on_timeout=bool(row["force_kill_on_timeout"]),
+        tags=row["tags"],
+        retry_delay=row["retry_delay"],
+        retry_backoff=row["retry_backoff"],
+        retry_delay_max=row["retry_delay_max"],
+        dead_letter_job_type=row["dead_letter_job_type"],
     )
 
 
@@ -230,19 +286,73 @@ def _edit_metadata(updates: Mapping[str, Any]) -> dict[str, Any]:
     return meta
 
 
-class _CallerConnection:
-    """Runs the enqueue statements on a connection the caller owns.
+class _EnqueueStatements:
+    """The enqueue statements of one schema, ready for every kind of connection.
 
-    Never begins, commits, rolls back or closes it. SQLAlchemy ``Connection`` and
-    ``Session`` run the statement through SQLAlchemy; any other object with a
-    ``cursor()`` method is treated as a DB-API connection (psycopg 3, psycopg2,
-    Django's ``django.db.connection``) and gets the statement compiled for it.
+    ``text`` is :func:`pg_sql.render_statements`' result (``:name`` binds); the other
+    renderings are looked up by that text, so any ``execute(sql, params)`` callable
+    given the text statements keeps working. Built once per backend; its cache only
+    ever gains entries of the same value, so threads may share it.
     """
 
-    def __init__(self, db: Any, dialect: sa.Dialect) -> None:
+    def __init__(self, text: Mapping[str, str], schema: str | None, dialect: sa.Dialect) -> None:
+        native = pg_sql.render_native_statements(schema)
+        self._native = {text[name]: native[name] for name in pg_sql.ENQUEUE_STATEMENTS}
+        self._clauses = {text[name]: sa.text(text[name]) for name in pg_sql.ENQUEUE_STATEMENTS}
+        self._dialect = dialect
+        self._compiled: dict[str, sa.engine.Compiled] = {}
+
+    def native(self, sql: str) -> str:
+        """``sql`` with psycopg 3 placeholders (binary column arrays)."""
+        return self._native[sql]
+
+    def clause(self, sql: str) -> sa.TextClause:
+        """``sql`` as a SQLAlchemy text clause (built once, so its compiled form is cached)."""
+        return self._clauses[sql]
+
+    def compiled(self, sql: str) -> sa.engine.Compiled:
+        """``sql`` compiled for a DB-API connection (``pyformat`` binds)."""
+        compiled = self._compiled.get(sql)
+        if compiled is None:
+            compiled = self._compiled[sql] = self.clause(sql).compile(dialect=self._dialect)
+        return compiled
+
+
+_CLIENT_SIDE_CURSORS = tuple(
+    cls for cls in (psycopg.ClientCursor, getattr(psycopg, "RawCursor", None)) if cls is not None
+)
+
+
+def _binds_on_server(dbapi_connection: Any) -> bool:
+    """True for a psycopg 3 connection whose cursors take ``%(name)b`` placeholders.
+
+    Those are psycopg's default cursors (server-side binding). A ``ClientCursor``
+    (Django's default with psycopg 3) cannot send binary parameters and a
+    ``RawCursor`` takes ``$1`` placeholders, so both get the text statements.
+    """
+    if not isinstance(dbapi_connection, psycopg.Connection):
+        return False
+    factory = dbapi_connection.cursor_factory
+    return issubclass(factory, psycopg.Cursor) and not issubclass(factory, _CLIENT_SIDE_CURSORS)
+
+
+class _CallerConnection:
+    """Runs the enqueue statements on an open connection, the caller's or ours.
+
+    Never begins, commits, rolls back or closes it. SQLAlchemy ``Connection`` and
+    ``Session`` run the statements through SQLAlchemy; any other object with a
+    ``cursor()`` method is treated as a DB-API connection (psycopg 3, psycopg2,
+    Django's ``django.db.connection``). On psycopg 3 with server-side binding (the
+    SQLAlchemy ``psycopg`` dialect, a raw psycopg connection) the statements go as
+    psycopg-native SQL with the column arrays in binary; everywhere else as the text
+    statements, compiled for the driver.
+    """
+
+    def __init__(self, db: Any, statements: _EnqueueStatements) -> None:
+        self._statements = statements
         self._sa: sa.Connection | None = None
         self._dbapi: Any = None
-        self._dialect = dialect
+        self._native = False
         if isinstance(db, Session | scoped_session):
             db = db.connection()
         if isinstance(db, sa.Connection):
@@ -253,10 +363,12 @@ class _CallerConnection:
                     f"db must be a PostgreSQL connection, got a {db.dialect.name} connection"
                 )
             self._sa = db
+            self._native = _binds_on_server(db.connection.dbapi_connection)
         elif callable(getattr(db, "cursor", None)):
             if getattr(db, "closed", False):
                 raise InvalidJobError(f"db connection {db!r} is closed")
             self._dbapi = db
+            self._native = _binds_on_server(db)
         else:
             raise InvalidJobError(
                 "db must be a SQLAlchemy Connection or Session, or a DB-API connection "
@@ -264,20 +376,27 @@ class _CallerConnection:
             )
 
     def execute(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
-        statement = sa.text(sql)
+        """Run one of the enqueue statements (by its text) and return its rows."""
         if self._sa is not None:
-            return list(self._sa.execute(statement, dict(params)).all())
-        compiled = statement.compile(dialect=self._dialect)
+            if self._native:
+                result = self._sa.exec_driver_sql(self._statements.native(sql), dict(params))
+            else:
+                result = self._sa.execute(self._statements.clause(sql), dict(params))
+            return list(result.all())
         with self._dbapi.cursor() as cursor:
-            cursor.execute(compiled.string, compiled.construct_params(dict(params)))
+            if self._native:
+                cursor.execute(self._statements.native(sql), params)
+            else:
+                compiled = self._statements.compiled(sql)
+                cursor.execute(compiled.string, compiled.construct_params(dict(params)))
             return list(cursor.fetchall())
 
 
-def _dedupe_idempotency_keys(jobs: Sequence[NewJob]) -> tuple[list[NewJob], list[int]]:
+def _dedupe_idempotency_keys(jobs: Sequence[NewJob]) -> tuple[list[NewJob], list[int] | None]:
     """Drop later jobs whose key repeats an earlier one in the batch.
 
-    Returns the unique jobs and, for every input index, its index among them. Batch
-    placeholders are rewritten to the unique indexes.
+    Returns the unique jobs and, for every input index, its index among them (None
+    when nothing was dropped). Batch placeholders are rewritten to the unique indexes.
     """
     first_by_key: dict[str, int] = {}
     unique: list[NewJob] = []
@@ -292,7 +411,7 @@ def _dedupe_idempotency_keys(jobs: Sequence[NewJob]) -> tuple[list[NewJob], list
         index_map.append(len(unique))
         unique.append(job)
     if len(unique) == len(jobs):
-        return unique, index_map
+        return unique, None
     remapped = []
     for job in unique:
         ids = job.depends_on_job_ids
@@ -323,6 +442,7 @@ class PostgresBackend:
         del options["isolation_level"]
         self._transactional = engine.execution_options(**options)
         self._sql = pg_sql.render_statements(schema)
+        self._enqueue_sql = _EnqueueStatements(self._sql, schema, engine.dialect)
         self._fail_sql = pg_sql.render_fail(schema)
         self._named = pg_sql.render_named(schema)
         self._advance_cache: dict[tuple[bool, bool, int], str] = {}
@@ -357,29 +477,29 @@ class PostgresBackend:
         unique, index_map = _dedupe_idempotency_keys(jobs)
         with self._translate_errors():
             if db is not None:
-                caller = _CallerConnection(db, self.engine.dialect)
-                ids = self._enqueue(unique, caller.execute)
+                ids = self._enqueue(unique, _CallerConnection(db, self._enqueue_sql).execute)
             else:
                 with self._autocommit.connect() as conn:
-                    ids = self._enqueue(
-                        unique, lambda sql, p: list(conn.execute(sa.text(sql), dict(p)).all())
-                    )
-        return [ids[i] for i in index_map]
+                    ids = self._enqueue(unique, _CallerConnection(conn, self._enqueue_sql).execute)
+        return ids if index_map is None else [ids[i] for i in index_map]
 
-    def _enqueue(self, jobs: Sequence[NewJob], execute: Any) -> list[int]:
-        prerequisites = sorted({i for job in jobs for i in job.depends_on_job_ids or [] if i > 0})
-        if prerequisites:
-            found = {row[0] for row in execute(self._sql["existing_ids"], {"ids": prerequisites})}
-            missing = [i for i in prerequisites if i not in found]
-            if missing:
-                raise JobDependencyError(
-                    "depends_on.job_ids: one or more job ids do not exist "
-                    f"({', '.join(map(str, missing))})",
-                    missing,
-                )
-        params = pg_sql.enqueue_parameters(jobs, self._sql["sequence"])
-        rows = execute(self._sql["enqueue"], params)
-        ids = [row[1] for row in rows]
+    def _enqueue(
+        self, jobs: Sequence[NewJob], execute: Callable[[str, Mapping[str, Any]], list[Any]]
+    ) -> list[int]:
+        """Insert ``jobs`` (keys unique) and their events; return ids in input order.
+
+        ``execute(sql, params)`` runs one of ``self._sql``'s statements on an open
+        connection and returns its rows.
+        """
+        self._check_prerequisites(jobs, execute)
+        if len(jobs) == 1 and not any(i < 0 for i in jobs[0].depends_on_job_ids or ()):
+            params = pg_sql.enqueue_one_parameters(jobs[0])
+            rows = execute(self._sql["enqueue_one"], params) or [(1, None, False, None)]
+        else:
+            params = pg_sql.enqueue_parameters(jobs, self._sql["sequence"])
+            keyed = any(job.idempotency_key is not None for job in jobs)
+            rows = execute(self._sql["enqueue" if keyed else "enqueue_without_keys"], params)
+        ids: list[int] = [row[1] for row in rows]
         unresolved = {
             jobs[n].idempotency_key: n
             for n, row in enumerate(rows)
@@ -397,7 +517,25 @@ class PostgresBackend:
                         f"idempotency key {key!r}"
                     )
                 ids[n] = found_keys[key]
+        if None in ids:  # cannot happen: only a key can make the insert skip a row
+            raise InvalidJobError("Failed to insert job: the database returned no id")
         return ids
+
+    def _check_prerequisites(
+        self, jobs: Sequence[NewJob], execute: Callable[[str, Mapping[str, Any]], list[Any]]
+    ) -> None:
+        """Raise :class:`JobDependencyError` unless every positive prerequisite id exists."""
+        prerequisites = sorted({i for job in jobs for i in job.depends_on_job_ids or () if i > 0})
+        if not prerequisites:
+            return
+        found = {row[0] for row in execute(self._sql["existing_ids"], {"ids": prerequisites})}
+        missing = [i for i in prerequisites if i not in found]
+        if missing:
+            raise JobDependencyError(
+                "depends_on.job_ids: one or more job ids do not exist "
+                f"({', '.join(map(str, missing))})",
+                missing,
+            )
 
     # -- reads ----------------------------------------------------------------------
 
@@ -769,6 +907,77 @@ class PostgresBackend:
             if expired:
                 conn.execute(sa.text(self._named["resume_token_waiters"]), {"token_ids": expired})
         return len(expired)
+
+    # -- cron -----------------------------------------------------------------------
+
+    def add_cron_schedule(self, values: dict[str, Any]) -> int:
+        statement = sa.insert(cs).values(**values).returning(cs.c.id)
+        try:
+            return int(self._rows(statement)[0][0])
+        except sa.exc.IntegrityError as exc:
+            if _sqlstate(exc) == _UNIQUE_VIOLATION:
+                raise DuplicateScheduleError(
+                    f'Cron schedule with name "{values["schedule_name"]}" already exists'
+                ) from None
+            raise
+
+    def get_cron_schedule(
+        self, schedule_id: int | None = None, name: str | None = None
+    ) -> CronScheduleRecord | None:
+        condition = cs.c.id == schedule_id if name is None else cs.c.schedule_name == name
+        rows = self._rows(sa.select(cs).where(condition))
+        return cron_record_from_row(rows[0]._mapping) if rows else None
+
+    def list_cron_schedules(self, status: str | None) -> list[CronScheduleRecord]:
+        statement = sa.select(cs).order_by(cs.c.created_at, cs.c.id)
+        if status is not None:
+            statement = statement.where(cs.c.status == status)
+        return [cron_record_from_row(row._mapping) for row in self._rows(statement)]
+
+    def update_cron_schedule(self, schedule_id: int, values: dict[str, Any]) -> bool:
+        statement = (
+            sa.update(cs).where(cs.c.id == schedule_id).values(**values, updated_at=sa.func.now())
+        )
+        return self._count(statement) > 0
+
+    def remove_cron_schedule(self, schedule_id: int) -> bool:
+        return self._count(sa.delete(cs).where(cs.c.id == schedule_id)) > 0
+
+    def enqueue_due_cron_jobs(
+        self, next_run: Callable[[str, str, dt.datetime], dt.datetime | None]
+    ) -> int:
+        last_job = jq.alias("last_job")
+        due = (
+            sa.select(cs, last_job.c.status.label("last_job_status"), sa.func.now().label("now"))
+            .outerjoin(last_job, last_job.c.id == cs.c.last_job_id)
+            .where(cs.c.status == "active", cs.c.next_run_at <= sa.func.now())
+            .order_by(cs.c.next_run_at, cs.c.id)
+            .with_for_update(of=cs, skip_locked=True)
+        )
+        enqueued = 0
+        # One transaction: the schedules stay locked until they are advanced, so two
+        # processors ticking together cannot both enqueue an occurrence (W-CRON-1).
+        with self._translate_errors(), self._transaction() as conn:
+            for row in conn.execute(due).mappings().all():
+                values: dict[str, Any] = {
+                    "last_enqueued_at": sa.func.now(),
+                    "updated_at": sa.func.now(),
+                    "next_run_at": next_run(row["cron_expression"], row["timezone"], row["now"]),
+                }
+                overlapping = not row["allow_overlap"] and row["last_job_status"] in (
+                    "pending",
+                    "processing",
+                    "waiting",
+                )
+                if not overlapping:
+                    [job_id] = self._enqueue(
+                        [_job_from_schedule(row)],
+                        lambda sql, p: list(conn.execute(sa.text(sql), dict(p)).all()),
+                    )
+                    values["last_job_id"] = job_id
+                    enqueued += 1
+                conn.execute(sa.update(cs).where(cs.c.id == row["id"]).values(**values))
+        return enqueued
 
     # -- lifecycle ------------------------------------------------------------------
 

@@ -76,3 +76,15 @@ def test_worker_example_drains_on_sigterm(
     jobs = [pg_queue.get_job(job_id) for job_id in job_ids]
     assert all(job is not None and job.status == "completed" for job in jobs)
     assert jobs[0] is not None and jobs[0].output == {"sent_to": "u0@x"}
+
+
+def test_onboarding_waits_example_runs(fresh_database_url: str) -> None:
+    out = _run_example("onboarding_waits.py", {"DATAQUEUE_DATABASE_URL": fresh_database_url})
+    assert "3. approved: completed" in out and "attempts 1" in out
+    assert "side effects ran once each: ['account', 'welcome']" in out
+
+
+def test_cron_report_example_runs(fresh_database_url: str) -> None:
+    out = _run_example("cron_report.py", {"DATAQUEUE_DATABASE_URL": fresh_database_url})
+    assert "'report': 'sales'" in out and "'rows': 42" in out
+    assert "schedules left: 0" in out

@@ -1,0 +1,409 @@
+"""The enqueue statement on every connection kind, in every shape of batch.
+
+``add_job`` (and a one-job ``add_jobs``) takes a single-row statement, batches the
+unnest statement (with or without an idempotency-key lookup); psycopg 3 connections
+with server-side binding get the column arrays in binary, client-side-binding
+connections the text statement. Whatever the path, the rows, ids and ``added``
+events are the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+import dataqueue as dq
+from dataqueue.migrate import upgrade
+from tests.conftest import StatementCounter, run_sql, truncate_all
+
+UTC = dt.timezone.utc
+
+#: Values that need escaping in PostgreSQL's text array syntax or in JSON.
+AWKWARD = [
+    "a,b",
+    "{c}",
+    '"q"',
+    "back\\slash",
+    '\\"',
+    "NULL",
+    "",
+    " spaced ",
+    "tab\there",
+    "new\nline",
+    "é ü 東京",
+    "it's",
+    "%s",
+    ":x",
+]
+
+#: Every column add_job sets, except the idempotency key (and the id). A run_at left
+#: to its default (the enqueue time) reads as NULL.
+_ROW_SQL = (
+    "SELECT job_type, payload, max_attempts, priority, NULLIF(run_at, created_at), timeout_ms,"
+    " force_kill_on_timeout, tags, retry_delay, retry_backoff, retry_delay_max,"
+    " dead_letter_job_type, group_id, group_tier, depends_on_job_ids, depends_on_tags,"
+    " status FROM job_queue WHERE id = :id"
+)
+
+
+def _libpq_url(database_url: str) -> str:
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _row(engine: sa.Engine, job_id: int) -> tuple[Any, ...]:
+    return tuple(run_sql(engine, _ROW_SQL, id=job_id)[0])
+
+
+def _added_metadata(queue: dq.JobQueue, job_id: int) -> Any:
+    [event] = queue.get_job_events(job_id)
+    assert event.event_type == "added"
+    return event.metadata
+
+
+def _every_option(key: str, prerequisite: int) -> dict[str, Any]:
+    return {
+        "job_type": "full",
+        "payload": {"text": AWKWARD, "nested": {"n": None, "f": 1.5}},
+        "max_attempts": 5,
+        "priority": -7,
+        "run_at": dt.datetime(2031, 5, 5, 5, 5, 5, 123456, tzinfo=UTC),
+        "timeout_ms": 1500,
+        "force_kill_on_timeout": True,
+        "tags": AWKWARD,
+        "idempotency_key": key,
+        "retry_delay": 4,
+        "retry_backoff": False,
+        "retry_delay_max": 60,
+        "dead_letter_job_type": "full_dlq",
+        "group": {"id": "tenant,1", "tier": "gold"},
+        "depends_on": {"job_ids": [prerequisite], "tags": AWKWARD[:3]},
+    }
+
+
+def test_add_job_and_one_job_add_jobs_store_the_same_row_and_event(
+    pg_queue: dq.JobQueue, engine: sa.Engine
+) -> None:
+    prerequisite = pg_queue.add_job("first", {})
+    options = _every_option("key-one", prerequisite)
+    single = pg_queue.add_job(options.pop("job_type"), options.pop("payload"), **options)
+    [batch] = pg_queue.add_jobs([_every_option("key-batch", prerequisite)])
+    # A two-job batch takes the unnest statement: the same columns once more.
+    unnest, _ = pg_queue.add_jobs(
+        [_every_option("key-unnest", prerequisite), {"job_type": "x", "payload": None}]
+    )
+    rows = [_row(engine, job_id) for job_id in (single, batch, unnest)]
+    assert rows[0] == rows[1] == rows[2]
+    assert rows[0][7] == AWKWARD
+    assert (rows[0][14], rows[0][15]) == ([prerequisite], AWKWARD[:3])
+    expected = {
+        "jobType": "full",
+        "payload": {"text": AWKWARD, "nested": {"n": None, "f": 1.5}},
+        "tags": AWKWARD,
+        "dependsOn": {"jobIds": [prerequisite], "tags": AWKWARD[:3]},
+    }
+    for job_id, key in ((single, "key-one"), (batch, "key-batch"), (unnest, "key-unnest")):
+        assert _added_metadata(pg_queue, job_id) == {**expected, "idempotencyKey": key}
+
+
+def test_empty_tag_list_is_stored_as_an_empty_array_on_every_path(
+    pg_queue: dq.JobQueue, engine: sa.Engine
+) -> None:
+    single = pg_queue.add_job("a", {}, tags=[])
+    batch, _ = pg_queue.add_jobs([{"job_type": "a", "payload": {}, "tags": []}] * 2)
+    for job_id in (single, batch):
+        assert _row(engine, job_id)[7] == []
+        assert _added_metadata(pg_queue, job_id) == {"jobType": "a", "payload": {}, "tags": []}
+
+
+def test_one_job_add_jobs_with_an_existing_key_returns_its_id_and_writes_nothing(
+    pg_queue: dq.JobQueue,
+) -> None:
+    first = pg_queue.add_job("a", {"v": 1}, idempotency_key="k")
+    assert pg_queue.add_jobs([{"job_type": "b", "payload": 2, "idempotency_key": "k"}]) == [first]
+    assert pg_queue.add_job("c", 3, idempotency_key="k") == first
+    assert [j.id for j in pg_queue.get_all_jobs()] == [first]
+    assert len(pg_queue.get_job_events(first)) == 1
+
+
+def test_placeholder_to_a_job_whose_key_already_exists_resolves_to_the_existing_id(
+    pg_queue: dq.JobQueue,
+) -> None:
+    existing = pg_queue.add_job("a", {}, idempotency_key="known")
+    ids = pg_queue.add_jobs(
+        [
+            {"job_type": "b", "payload": 0, "idempotency_key": "known"},
+            {"job_type": "c", "payload": 1},
+            {"job_type": "d", "payload": 2, "depends_on": {"job_ids": [-1, -2]}},
+        ]
+    )
+    assert ids[0] == existing and ids[0] < ids[1] < ids[2]
+    job = pg_queue.get_job(ids[2])
+    assert job is not None and job.depends_on_job_ids == [existing, ids[1]]
+    assert _added_metadata(pg_queue, ids[2])["dependsOn"] == {"jobIds": [existing, ids[1]]}
+
+
+def test_batches_with_and_without_keys_return_increasing_ids_in_input_order(
+    pg_queue: dq.JobQueue,
+) -> None:
+    plain = pg_queue.add_jobs([{"job_type": "p", "payload": i} for i in range(300)])
+    keyed = pg_queue.add_jobs(
+        [{"job_type": "k", "payload": i, "idempotency_key": f"k{i}"} for i in range(300)]
+    )
+    for ids in (plain, keyed):
+        assert ids == sorted(ids) and len(set(ids)) == 300
+    assert [j.payload for j in reversed(pg_queue.get_jobs({"job_type": "k"}, limit=300))] == list(
+        range(300)
+    )
+
+
+# -- connection kinds -----------------------------------------------------------------
+
+
+@pytest.fixture
+def client_cursor_engine(database_url: str) -> Iterator[sa.Engine]:
+    """An engine whose psycopg connections bind parameters client-side."""
+    eng = sa.create_engine(database_url, connect_args={"cursor_factory": psycopg.ClientCursor})
+    yield eng
+    eng.dispose()
+
+
+def _add_everything(queue: dq.JobQueue, db: Any = None) -> list[int]:
+    """One single add and one batch with keys, placeholders and awkward text."""
+    ids = [queue.add_job("one", {"s": AWKWARD}, tags=AWKWARD, idempotency_key="it's", db=db)]
+    ids += queue.add_jobs(
+        [
+            {"job_type": "b", "payload": AWKWARD, "tags": AWKWARD, "idempotency_key": "%s"},
+            {"job_type": "b", "payload": 1, "depends_on": {"job_ids": [-1], "tags": AWKWARD}},
+            {"job_type": "b", "payload": 2, "idempotency_key": "it's"},
+        ],
+        db=db,
+    )
+    return ids
+
+
+def _stored(queue: dq.JobQueue, engine: sa.Engine, ids: list[int]) -> list[Any]:
+    return [(_row(engine, i), _added_metadata(queue, i)) for i in sorted(set(ids))]
+
+
+def _run_on(kind: str, database_url: str, engine: sa.Engine, add: Callable[[Any], Any]) -> None:
+    if kind == "engine":
+        add(None)
+    elif kind == "sqlalchemy":
+        with engine.begin() as conn:
+            add(conn)
+    else:
+        factory = psycopg.ClientCursor if kind == "psycopg_client_cursor" else psycopg.Cursor
+        with psycopg.connect(_libpq_url(database_url), cursor_factory=factory) as raw:
+            add(raw)
+            raw.commit()
+
+
+@pytest.mark.parametrize("kind", ["sqlalchemy", "psycopg", "psycopg_client_cursor"])
+def test_every_connection_kind_stores_what_the_engine_stores(
+    kind: str, pg_queue: dq.JobQueue, engine: sa.Engine, database_url: str
+) -> None:
+    reference_ids = _add_everything(pg_queue)
+    reference = _stored(pg_queue, engine, reference_ids)
+    truncate_all(engine)
+    result: list[list[int]] = []
+    _run_on(kind, database_url, engine, lambda db: result.append(_add_everything(pg_queue, db)))
+    assert result == [reference_ids]
+    assert _stored(pg_queue, engine, result[0]) == reference
+
+
+def test_engine_with_client_side_binding_stores_what_the_default_engine_stores(
+    pg_queue: dq.JobQueue, engine: sa.Engine, client_cursor_engine: sa.Engine
+) -> None:
+    reference_ids = _add_everything(pg_queue)
+    reference = _stored(pg_queue, engine, reference_ids)
+    truncate_all(engine)
+    queue = dq.init_job_queue(engine=client_cursor_engine)
+    with StatementCounter(client_cursor_engine) as counter:
+        ids = _add_everything(queue)
+    assert ids == reference_ids
+    assert _stored(pg_queue, engine, ids) == reference
+    assert not any(")b" in statement for statement in counter.statements)
+
+
+def test_psycopg_engine_sends_the_column_arrays_in_binary(
+    pg_queue: dq.JobQueue, engine: sa.Engine
+) -> None:
+    with StatementCounter(engine) as counter:
+        pg_queue.add_jobs([{"job_type": "a", "payload": i} for i in range(3)])
+    [statement] = counter.statements
+    assert "%(payload)b" in statement
+
+
+# -- cost, concurrency, schema ------------------------------------------------------
+
+
+def _explain_cost(engine: sa.Engine, statement: str, parameters: Any) -> float:
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters).scalar()
+    return float(plan[0]["Plan"]["Total Cost"])
+
+
+def test_batch_cost_estimate_grows_linearly_and_stays_under_the_jit_threshold(
+    pg_queue: dq.JobQueue, engine: sa.Engine
+) -> None:
+    # A cost estimate growing with the square of the batch made servers with JIT spend
+    # longer compiling the statement than running it.
+    captured: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        captured.append((statement, parameters))
+
+    costs = []
+    for size in (1_000, 10_000):
+        jobs: list[dict[str, Any]] = [
+            {"job_type": "a", "payload": i, "idempotency_key": f"{size}-{i}"} for i in range(size)
+        ]
+        for i in range(1, size):
+            jobs[i]["depends_on"] = {"job_ids": [dq.batch_dep_ref(i - 1)]}
+        sa.event.listen(engine, "before_cursor_execute", capture)
+        try:
+            pg_queue.add_jobs(jobs)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", capture)
+        costs.append(_explain_cost(engine, *captured[-1]))
+    assert costs[1] < 100_000  # PostgreSQL's default jit_above_cost
+    assert costs[1] / costs[0] < 20  # ten times the jobs, about ten times the cost
+
+
+def _add_contested_single(queue: dq.JobQueue) -> int:
+    return queue.add_job("late", {}, idempotency_key="contested")
+
+
+def _add_contested_in_batch(queue: dq.JobQueue) -> int:
+    return queue.add_jobs(
+        [
+            {"job_type": "late", "payload": 0},
+            {"job_type": "late", "payload": 1, "idempotency_key": "contested"},
+        ]
+    )[1]
+
+
+@pytest.mark.parametrize("add", [_add_contested_single, _add_contested_in_batch])
+def test_key_committed_by_another_transaction_during_the_insert_returns_its_id(
+    add: Callable[[dq.JobQueue], int],
+    pg_queue: dq.JobQueue,
+    engine: sa.Engine,
+    database_url: str,
+) -> None:
+    # The add's snapshot misses the other job, its insert waits for and then skips
+    # it: the id comes from the follow-up lookup.
+    results: list[int] = []
+    with psycopg.connect(_libpq_url(database_url)) as other:
+        row = other.execute(
+            "INSERT INTO job_queue (job_type, payload, idempotency_key)"
+            " VALUES ('first', '{}', 'contested') RETURNING id"
+        ).fetchone()
+        assert row is not None
+        thread = threading.Thread(target=lambda: results.append(add(pg_queue)))
+        thread.start()
+        _wait_for_lock_waiter(engine)
+        other.commit()
+        thread.join(timeout=30)
+    assert results == [row[0]]
+    assert pg_queue.get_job_events(row[0]) == []  # the other insert wrote no event
+
+
+def _wait_for_lock_waiter(engine: sa.Engine) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        waiting = run_sql(
+            engine,
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )[0][0]
+        if waiting:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the add never waited for the other transaction")
+
+
+def test_concurrent_batches_with_overlapping_keys_agree_on_every_id(
+    pg_queue: dq.JobQueue, engine: sa.Engine
+) -> None:
+    barrier = threading.Barrier(6)
+    results: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def add(worker: int) -> None:
+        keys = [f"k{(worker + i) % 40}" for i in range(30)]
+        try:
+            barrier.wait()
+            results[worker] = pg_queue.add_jobs(
+                [{"job_type": "race", "payload": k, "idempotency_key": k} for k in keys]
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    by_key = {
+        row[0]: row[1] for row in run_sql(engine, "SELECT idempotency_key, id FROM job_queue")
+    }
+    for worker, ids in results.items():
+        assert ids == [by_key[f"k{(worker + i) % 40}"] for i in range(30)]
+    events = run_sql(engine, "SELECT count(*) FROM job_events WHERE event_type = 'added'")
+    assert events[0][0] == len(by_key) == 35
+
+
+@pytest.fixture
+def odd_schema_queue(fresh_database_url: str) -> Iterator[tuple[dq.JobQueue, str]]:
+    schema = 'odd "jobs" % :x'
+    upgrade(fresh_database_url, schema=schema)
+    queue = dq.init_job_queue(database_url=fresh_database_url, schema=schema)
+    yield queue, fresh_database_url
+    queue.close()
+
+
+def test_schema_with_quotes_percent_and_colon_in_its_name(
+    odd_schema_queue: tuple[dq.JobQueue, str],
+) -> None:
+    queue, url = odd_schema_queue
+    first = queue.add_job("a", {"x": 1}, idempotency_key="k", tags=["t"])
+    ids = queue.add_jobs(
+        [
+            {"job_type": "b", "payload": 2},
+            {
+                "job_type": "c",
+                "payload": 3,
+                "idempotency_key": "k",
+                "depends_on": {"job_ids": [-1]},
+            },
+            {"job_type": "d", "payload": 4, "depends_on": {"job_ids": [-1, first]}},
+        ]
+    )
+    with psycopg.connect(_libpq_url(url)) as raw:
+        ids.append(queue.add_job("e", {}, depends_on={"job_ids": [first]}, db=raw))
+        raw.commit()
+    assert ids[1] == first and ids[0] < ids[2] < ids[3]
+    job = queue.get_job(ids[2])
+    assert job is not None and job.depends_on_job_ids == [ids[0], first]
+    assert len(queue.get_all_jobs()) == 4
+    engine = queue.get_engine()
+    assert run_sql(engine, "SELECT to_regclass('public.job_queue')")[0][0] is None
+
+
+def test_unmigrated_schema_raises_schema_not_ready_on_every_path(engine: sa.Engine) -> None:
+    queue = dq.init_job_queue(engine=engine, schema="no_such_schema")
+    with pytest.raises(dq.SchemaNotReadyError):
+        queue.add_job("a", {})
+    with pytest.raises(dq.SchemaNotReadyError):
+        queue.add_jobs([{"job_type": "a", "payload": i} for i in range(2)])
+    with pytest.raises(dq.SchemaNotReadyError):
+        queue.add_jobs([{"job_type": "a", "payload": i, "idempotency_key": "k"} for i in range(2)])
