@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from importlib import metadata
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         title="commands", dest="command", metavar="COMMAND", required=True
     )
     _add_migrate_command(subparsers)
+    _add_worker_command(subparsers)
     return parser
 
 
@@ -94,7 +96,8 @@ def _add_migrate_command(subparsers: argparse._SubParsersAction[argparse.Argumen
 
 
 def _run_migrate(args: argparse.Namespace) -> int:
-    from dataqueue.migrate import database_url_from_env, upgrade
+    from dataqueue.config import database_url_from_env
+    from dataqueue.migrate import upgrade
 
     url: str | None = args.database_url or database_url_from_env()
     if url is None and not args.sql:
@@ -115,6 +118,125 @@ def _run_migrate(args: argparse.Namespace) -> int:
         print(f"{PROGRAM} migrate: failed: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _env_default(name: str, kind: Callable[[str], object] = str) -> object:
+    """``DATAQUEUE_<NAME>`` converted with ``kind``, or None when unset."""
+    value = os.environ.get(f"DATAQUEUE_{name}")
+    return None if value in (None, "") else kind(value)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got {text!r}")
+    return value
+
+
+def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "worker",
+        help="run a processor (and a supervisor) in the foreground",
+        description=(
+            "Process jobs with the handlers named by MODULE:NAME (a mapping of job type to "
+            "callable, or a function returning one) until SIGTERM/SIGINT; the first signal "
+            "drains running jobs, a second exits at once. Settings come from the flags, then "
+            "DATAQUEUE_* environment variables (DATAQUEUE_DATABASE_URL, DATAQUEUE_BATCH_SIZE, "
+            "DATAQUEUE_CONCURRENCY, DATAQUEUE_GROUP_CONCURRENCY, DATAQUEUE_POLL_INTERVAL, "
+            "DATAQUEUE_SUPERVISOR_INTERVAL), then the defaults."
+        ),
+    )
+    parser.add_argument("handlers", metavar="MODULE:HANDLERS")
+    parser.add_argument("--database-url", metavar="URL")
+    parser.add_argument("--job-type", action="append", metavar="T", help="repeatable")
+    parser.add_argument("--batch-size", type=_positive, metavar="N")
+    parser.add_argument("--concurrency", type=_positive, metavar="N")
+    parser.add_argument("--group-concurrency", type=_positive, metavar="N")
+    parser.add_argument("--poll-interval", type=_non_negative_ms, metavar="MS")
+    parser.add_argument("--no-supervisor", action="store_true")
+    parser.add_argument("--supervisor-interval", type=_non_negative_ms, metavar="MS")
+    parser.add_argument("--verbose", action="store_true")
+    parser.set_defaults(handler=_run_worker)
+
+
+def _worker_settings(args: argparse.Namespace) -> dict[str, object]:
+    """Flags, then DATAQUEUE_* variables, then defaults."""
+    settings: dict[str, object] = {}
+    for name, env, kind, default in (
+        ("batch_size", "BATCH_SIZE", _positive, 10),
+        ("concurrency", "CONCURRENCY", _positive, 3),
+        ("group_concurrency", "GROUP_CONCURRENCY", _positive, None),
+        ("poll_interval", "POLL_INTERVAL", _non_negative_ms, 5000),
+        ("supervisor_interval", "SUPERVISOR_INTERVAL", _non_negative_ms, 60000),
+    ):
+        value = getattr(args, name)
+        if value is None:
+            value = _env_default(env, kind)
+        settings[name] = default if value is None else value
+    return settings
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    import dataqueue as dq
+    from dataqueue.config import database_url_from_env
+    from dataqueue.worker import load_handlers, run_worker
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("dataqueue.worker").setLevel(logging.INFO)
+    try:
+        settings = _worker_settings(args)
+        handlers = load_handlers(args.handlers)
+        url = args.database_url or database_url_from_env()
+        if url is None:
+            raise ConfigurationError(
+                "no database URL; pass --database-url URL or set DATAQUEUE_DATABASE_URL"
+            )
+        queue = dq.init_job_queue(url)
+    except (ConfigurationError, argparse.ArgumentTypeError) as exc:
+        print(f"{PROGRAM} worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with queue:
+        try:
+            queue.get_all_jobs(limit=1)  # fail fast: unreachable database or missing tables
+        except Exception as exc:
+            print(f"{PROGRAM} worker: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_FAILURE
+        processor_options = {
+            "batch_size": settings["batch_size"],
+            "concurrency": settings["concurrency"],
+            "group_concurrency": settings["group_concurrency"],
+            "poll_interval": settings["poll_interval"],
+            "job_type": args.job_type,
+            "verbose": args.verbose,
+        }
+        supervisor_options = (
+            None
+            if args.no_supervisor
+            else {"interval_ms": settings["supervisor_interval"], "verbose": args.verbose}
+        )
+        return run_worker(
+            queue,
+            handlers,
+            processor_options=processor_options,
+            supervisor_options=supervisor_options,
+        )
 
 
 def _log_progress_to_stderr() -> None:

@@ -17,7 +17,6 @@ creates only what is missing and records the version.
 
 from __future__ import annotations
 
-import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -30,6 +29,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from dataqueue.config import database_url_from_env
 from dataqueue.errors import ConfigurationError
 
 #: Alembic version table of dataqueue; distinct from an application's ``alembic_version``.
@@ -45,15 +45,6 @@ _MISSING_URL_HINT = (
     "pass a database URL (postgresql://user:password@host:port/dbname) or a SQLAlchemy "
     "Engine, or set DATAQUEUE_DATABASE_URL (or PG_DATAQUEUE_DATABASE)"
 )
-
-
-def database_url_from_env() -> str | None:
-    """Return the first non-empty URL among :data:`DATABASE_URL_ENV_VARS`, or ``None``."""
-    for name in DATABASE_URL_ENV_VARS:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return None
 
 
 def sqlalchemy_url(url: str | sa.URL) -> sa.URL:

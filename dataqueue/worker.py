@@ -1,0 +1,103 @@
+"""Running a worker in the foreground: a processor, a supervisor, graceful shutdown.
+
+Used by ``dataqueue worker`` and usable from other entry points (a Django management
+command, a container's main). The first SIGTERM/SIGINT stops claiming and drains; a
+second one exits at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from types import FrameType
+from typing import Any
+
+from dataqueue.errors import ConfigurationError
+
+logger = logging.getLogger("dataqueue.worker")
+
+
+def load_handlers(reference: str) -> Mapping[str, Callable[..., Any]]:
+    """Import ``"package.module:NAME"`` and return the handler mapping it names.
+
+    ``NAME`` may be a mapping of job type to callable, or a callable returning one.
+    Raises :class:`ConfigurationError` saying what is wrong.
+    """
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(
+            f"handlers must be given as MODULE:NAME (e.g. myapp.jobs:HANDLERS), got {reference!r}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import module {module_name!r}: {exc}") from None
+    try:
+        value: Any = module
+        for part in attribute.split("."):
+            value = getattr(value, part)
+    except AttributeError:
+        raise ConfigurationError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if callable(value) and not isinstance(value, Mapping):
+        value = value()
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"{reference} must be a mapping of job type to handler, got {type(value).__name__}"
+        )
+    return value
+
+
+def run_worker(
+    queue: Any,
+    handlers: Mapping[str, Callable[..., Any]],
+    *,
+    processor_options: Mapping[str, Any],
+    supervisor_options: Mapping[str, Any] | None,
+    drain_timeout_ms: float = 30_000,
+    install_signal_handlers: bool = True,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run until ``stop`` is set (or a signal arrives), then drain; return an exit status.
+
+    ``supervisor_options`` None runs no supervisor. Raises nothing for job failures.
+    """
+    stop = stop or threading.Event()
+    processor = queue.create_processor(handlers, **processor_options)
+    supervisor = (
+        None if supervisor_options is None else queue.create_supervisor(**supervisor_options)
+    )
+    if install_signal_handlers:
+        _install_signal_handlers(stop)
+    processor.start_in_background()
+    if supervisor is not None:
+        supervisor.start_in_background()
+    logger.info(
+        "worker %s running job types %s",
+        processor.worker_id,
+        ", ".join(sorted(handlers)) or "(none)",
+    )
+    stop.wait()
+    logger.info("draining (up to %d ms)", drain_timeout_ms)
+    if supervisor is not None:
+        supervisor.stop()
+    processor.stop_and_drain(drain_timeout_ms)
+    if supervisor is not None:
+        supervisor.stop_and_drain(drain_timeout_ms)
+    logger.info("worker %s stopped", processor.worker_id)
+    return 0
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            logger.warning("second %s: exiting without draining", signal.Signals(signum).name)
+            os._exit(130)
+        logger.info("%s received: finishing running jobs", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)

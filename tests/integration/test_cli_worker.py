@@ -1,0 +1,118 @@
+"""`dataqueue worker`: processes jobs, drains on SIGTERM, fails clearly on bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import dataqueue as dq
+from tests.conftest import run_sql
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _worker(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dataqueue", "worker", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_worker_processes_jobs_and_drains_on_sigterm(
+    pg_queue: dq.JobQueue, engine: sa.Engine, database_url: str
+) -> None:
+    ids = pg_queue.add_jobs([{"job_type": "greet", "payload": {"name": f"n{i}"}} for i in range(5)])
+    process = _worker(
+        "tests.integration.cli_handlers:make_handlers",
+        "--database-url",
+        database_url,
+        "--poll-interval",
+        "50",
+        "--concurrency",
+        "2",
+        "--verbose",
+    )
+    deadline = time.monotonic() + 30
+    while run_sql(engine, "SELECT count(*) FROM job_queue WHERE status='completed'")[0][0] < 5:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "SIGTERM received" in stderr and "stopped" in stderr
+    job = pg_queue.get_job(ids[0])
+    assert job is not None and job.output == "hello n0"
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("no_such_module:HANDLERS", "cannot import module 'no_such_module'"),
+        ("tests.integration.cli_handlers:MISSING", "has no attribute 'MISSING'"),
+        ("tests.integration.cli_handlers:NOT_A_MAPPING", "must be a mapping"),
+        ("tests.integration.cli_handlers", "MODULE:NAME"),
+    ],
+)
+def test_bad_handler_reference_exits_2(database_url: str, reference: str, message: str) -> None:
+    process = _worker(reference, "--database-url", database_url)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2 and message in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--batch-size", "ten"], {}),
+        (["--concurrency", "0"], {}),
+        (["--unknown-flag"], {}),
+        ([], {"DATAQUEUE_CONCURRENCY": "many"}),
+    ],
+)
+def test_bad_numbers_and_flags_exit_2(
+    database_url: str, args: list[str], env: dict[str, str]
+) -> None:
+    process = _worker(
+        "tests.integration.cli_handlers:HANDLERS", "--database-url", database_url, *args, env=env
+    )
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 2, stderr
+    assert "usage" in stderr or "many" in stderr
+
+
+def test_missing_schema_exits_1_naming_the_migrate_command(fresh_database_url: str) -> None:
+    process = _worker(
+        "tests.integration.cli_handlers:HANDLERS", "--database-url", fresh_database_url
+    )
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1 and "dataqueue migrate" in stderr
+
+
+def test_worker_help_lists_every_option() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dataqueue", "worker", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    for option in (
+        "--job-type",
+        "--batch-size",
+        "--concurrency",
+        "--group-concurrency",
+        "--poll-interval",
+        "--no-supervisor",
+        "--supervisor-interval",
+    ):
+        assert option in result.stdout
