@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -116,23 +113,12 @@ def bench_database(url: str | None = None, *, prefix: str = "dq_bench") -> Itera
             _drop_scratch_database(admin_url, scratch_url)
         return
 
-    try:
-        import pgserver
-    except ImportError:
-        raise RuntimeError(
-            "the embedded PostgreSQL needs pgserver (pip install 'dataqueue[embedded]'); "
-            f"or pass --database-url / set ${DATABASE_URL_ENV} to use an existing server"
-        ) from None
+    from dataqueue.embedded import embedded_postgres
 
-    directory = tempfile.mkdtemp(prefix="dq-bench-pg-")
-    server: Any = pgserver.get_server(directory, cleanup_mode="stop")
-    try:
-        embedded_url = psycopg_url(str(server.get_uri()))
+    with embedded_postgres() as server_url:
+        embedded_url = psycopg_url(server_url)
         _migrate(embedded_url)
         yield embedded_url
-    finally:
-        server.cleanup()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def truncate_tables(engine: sa.Engine) -> None:

@@ -104,3 +104,26 @@ class EventHooks:
             raise InvalidJobError(f"listener for {event!r} must be callable, got {listener!r}")
         with self._lock:
             self._listeners[event] = [*self._listeners.get(event, []), (listener, once)]
+
+
+ErrorCallback = Callable[[BaseException], object]
+
+
+def report_error(
+    error: BaseException,
+    on_error: ErrorCallback | None,
+    log: logging.Logger,
+    default_message: str,
+) -> None:
+    """Hand a loop-level error to ``on_error``, or log it with ``default_message``.
+
+    A raising ``on_error`` is logged, never propagated. (Emitting the ``error`` event is
+    the caller's choice; see the matrix in SEMANTICS §3.6.)
+    """
+    if on_error is None:
+        log.error("%s %s", default_message, error, exc_info=error)
+        return
+    try:
+        on_error(error)
+    except Exception:
+        log.exception("on_error callback raised")

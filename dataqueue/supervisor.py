@@ -19,7 +19,7 @@ import attrs
 
 from dataqueue.backends.base import Backend
 from dataqueue.errors import ConfigurationError
-from dataqueue.hooks import EventHooks
+from dataqueue.hooks import EventHooks, report_error
 
 logger = logging.getLogger("dataqueue.supervisor")
 
@@ -165,13 +165,7 @@ class Supervisor:
         try:
             count = run()
         except Exception as exc:
-            if self._on_error is None:
-                logger.error("Supervisor maintenance error (%s): %s", name, exc, exc_info=exc)
-            else:
-                try:
-                    self._on_error(exc)
-                except Exception:
-                    logger.exception("supervisor on_error callback raised")
+            report_error(exc, self._on_error, logger, f"Supervisor maintenance error ({name}):")
             self._hooks.emit("error", exc)
             return 0
         if count:

@@ -35,7 +35,7 @@ from dataqueue.dependencies import validate_tags
 from dataqueue.durations import token_timeout
 from dataqueue.enums import FailureReason
 from dataqueue.errors import ConfigurationError, DataQueueError, WaitSignal
-from dataqueue.hooks import EventHooks
+from dataqueue.hooks import ErrorCallback, EventHooks, report_error
 from dataqueue.payload import encode_json
 from dataqueue.processing.context import JobContext, new_token_id, token_result
 from dataqueue.processing.execution import Execution, Watchdog
@@ -46,7 +46,6 @@ from dataqueue.retry import retry_delay_seconds
 logger = logging.getLogger("dataqueue.processor")
 
 Handler = Callable[..., Any]
-ErrorCallback = Callable[[BaseException], object]
 
 _running_processors: weakref.WeakSet[Processor] = weakref.WeakSet()
 
@@ -555,13 +554,7 @@ class Processor:
                 self._cond.notify_all()
 
     def _report(self, error: BaseException, *, event: bool) -> None:
-        if self._on_error is None:
-            logger.error("Job processor error: %s", error, exc_info=error)
-        else:
-            try:
-                self._on_error(error)
-            except Exception:
-                logger.exception("on_error callback raised")
+        report_error(error, self._on_error, logger, "Job processor error:")
         if event:
             self.emit("error", error)
 
