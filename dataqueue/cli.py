@@ -14,10 +14,14 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
 from dataqueue.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from dataqueue.queue import JobQueue
 
 PROGRAM = "dataqueue"
 
@@ -55,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_migrate_command(subparsers)
     _add_worker_command(subparsers)
+    _add_demo_command(subparsers)
     return parser
 
 
@@ -237,6 +242,61 @@ def _run_worker(args: argparse.Namespace) -> int:
             processor_options=processor_options,
             supervisor_options=supervisor_options,
         )
+
+
+def _add_demo_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the quick start end to end, then serve the dashboard",
+        description=(
+            "Add a few jobs, process them with a background processor, print what happened, "
+            "then serve the dashboard until Ctrl-C. Uses --database-url or "
+            "DATAQUEUE_DATABASE_URL when given, else an embedded PostgreSQL (pip install "
+            "'dataqueue[embedded]') that is deleted afterwards."
+        ),
+    )
+    parser.add_argument("--database-url", metavar="URL")
+    parser.add_argument("--no-dashboard", action="store_true", help="exit after the demo")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=_positive, default=8080)
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    import dataqueue as dq
+    from dataqueue.config import database_url_from_env
+    from dataqueue.demo import HANDLERS, demo_database, run_demo
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # The demo's flaky job fails once on purpose; its retry shows in the summary.
+    logging.getLogger("dataqueue.processor").setLevel(logging.CRITICAL)
+    url = args.database_url or database_url_from_env()
+    print("dataqueue demo on " + ("your database" if url else "an embedded PostgreSQL"))
+    try:
+        with demo_database(url) as database_url, dq.init_job_queue(database_url) as queue:
+            run_demo(queue, sys.stdout)
+            if not args.no_dashboard:
+                _serve_dashboard(queue, HANDLERS, args.host, args.port, "/")
+    except ConfigurationError as exc:
+        print(f"{PROGRAM} demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _serve_dashboard(
+    queue: JobQueue, handlers: Mapping[str, Callable[..., Any]], host: str, port: int, base: str
+) -> None:
+    """Serve the dashboard with the standard library's WSGI server until Ctrl-C."""
+    from wsgiref.simple_server import make_server
+
+    from dataqueue.dashboard import create_dashboard
+
+    app = create_dashboard(queue, handlers, base_path=base)
+    with make_server(host, port, app) as server:
+        print(f"dashboard on http://{host}:{port}{base}  (Ctrl-C to stop)", flush=True)
+        server.serve_forever()
 
 
 def _log_progress_to_stderr() -> None:

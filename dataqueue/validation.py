@@ -351,6 +351,6 @@ def job_status(status: Any) -> JobStatus:
 
 def require_job_id(job_id: Any) -> int:
     """A positive integer job id."""
-    if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 1:
-        raise InvalidJobError(f"job_id must be a positive integer, got {job_id!r}")
+    if isinstance(job_id, bool) or not isinstance(job_id, int) or not 1 <= job_id <= INT4_MAX:
+        raise InvalidJobError(f"job_id must be an integer from 1 to {INT4_MAX}, got {job_id!r}")
     return job_id

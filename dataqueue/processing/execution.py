@@ -23,6 +23,10 @@ logger = logging.getLogger("dataqueue.processor")
 
 TimeoutCallback = Callable[[], Any]
 
+#: An idle watchdog thread exits after this long (a processor used once, e.g. by the
+#: dashboard's "Process jobs" button, must not leave a thread behind).
+_IDLE_EXIT_SECONDS = 2.0
+
 
 class Execution:
     """State of one claimed job while a worker runs it. ``lock`` guards settling."""
@@ -110,7 +114,10 @@ class Watchdog:
                 while self._heap and self._generation.get(id(self._heap[0][2])) != self._heap[0][1]:
                     heapq.heappop(self._heap)  # stale arming
                 if not self._heap:
-                    self._cond.wait()
+                    if not self._cond.wait(_IDLE_EXIT_SECONDS) and not self._heap:
+                        # Nothing to watch: let the thread end; arm() starts a new one.
+                        self._thread = None
+                        return None
                     continue
                 due, _, execution = self._heap[0]
                 delay = due - time.monotonic()

@@ -116,3 +116,45 @@ def test_worker_help_lists_every_option() -> None:
         "--supervisor-interval",
     ):
         assert option in result.stdout
+
+
+def test_demo_runs_on_an_embedded_postgres_without_configuration() -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATAQUEUE_DATABASE_URL", "PG_DATAQUEUE_DATABASE")
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "dataqueue", "demo", "--no-dashboard"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "on an embedded PostgreSQL" in result.stdout
+    assert result.stdout.count("completed  attempts") == 12
+    assert "flaky_import  completed  attempts 2/3" in result.stdout
+
+
+def test_demo_uses_a_configured_database(fresh_database_url: str) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dataqueue",
+            "demo",
+            "--no-dashboard",
+            "--database-url",
+            fresh_database_url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "on your database" in result.stdout and "events of #" in result.stdout

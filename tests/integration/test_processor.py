@@ -475,3 +475,17 @@ def test_bad_processor_options_are_rejected(
 def test_non_callable_handler_is_rejected(pg_queue: dq.JobQueue) -> None:
     with pytest.raises(TypeError, match="'not a function'"):
         pg_queue.create_processor({"t": "not a function"})  # type: ignore[dict-item]
+
+
+def test_one_shot_processor_leaves_no_thread_behind(pg_queue: dq.JobQueue) -> None:
+    # The dashboard's "Process jobs" creates a processor per click; none may leak.
+    pg_queue.add_job("t", {}, timeout_ms=5000)
+    processor = pg_queue.create_processor({"t": lambda p: None})
+    assert processor.start() == 1
+    prefix = f"dataqueue-timeouts-{processor.worker_id}"
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith(prefix) for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the timeout watchdog thread never exited"
+        time.sleep(0.1)
+    pg_queue.add_job("t", {}, timeout_ms=5000)
+    assert processor.start() == 1  # and a new one starts when needed

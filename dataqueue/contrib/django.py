@@ -1,0 +1,324 @@
+"""Django integration: the project's queue from settings, and a worker management command.
+
+Settings (all optional but the handlers, which only the worker command needs):
+
+``DATAQUEUE_DATABASE_URL``
+    The PostgreSQL URL of the queue. Default: the Django database named by
+    ``DATAQUEUE_DATABASE_ALIAS`` (``"default"``), with the same connection parameters, so
+    jobs live beside your models and ``queue.add_job(..., db=django.db.connection)`` joins
+    your ``transaction.atomic()`` block.
+``DATAQUEUE_SCHEMA``
+    The PostgreSQL schema of the dataqueue tables (default: the connection's search_path).
+``DATAQUEUE_HANDLERS``
+    ``"myapp.jobs:HANDLERS"``: a mapping of job type to handler, or a function returning one.
+
+The dataqueue tables are not Django models: create them with ``dataqueue migrate`` (or
+``dataqueue.migrate.upgrade(url)``) next to ``manage.py migrate``.
+
+.. code-block:: python
+
+    # myapp/views.py
+    from django.db import connection, transaction
+    from dataqueue.contrib.django import queue_from_settings
+
+    with transaction.atomic():
+        signup = Signup.objects.create(email=email)
+        queue_from_settings().add_job("send_welcome", {"signup_id": signup.pk}, db=connection)
+
+    # myapp/management/commands/dataqueue_worker.py
+    from dataqueue.contrib.django import WorkerCommand
+
+    class Command(WorkerCommand):
+        pass
+
+``python manage.py dataqueue_worker --concurrency 4`` then processes jobs until
+SIGTERM/SIGINT; the first signal drains running jobs, a second exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.conf import settings  # type: ignore[import-untyped]
+from django.core.management.base import (  # type: ignore[import-untyped]
+    BaseCommand,
+    CommandError,
+)
+from django.db import close_old_connections  # type: ignore[import-untyped]
+
+from dataqueue.errors import ConfigurationError
+from dataqueue.queue import JobQueue, init_job_queue
+
+__all__ = [
+    "WorkerCommand",
+    "close_shared_queue",
+    "closing_db_connections",
+    "django_conninfo",
+    "queue_from_settings",
+]
+
+Handler = Callable[..., Any]
+
+#: ``settings.DATABASES`` keys and the libpq parameters they become.
+_DJANGO_FIELDS = (
+    ("NAME", "dbname"),
+    ("USER", "user"),
+    ("PASSWORD", "password"),
+    ("HOST", "host"),
+    ("PORT", "port"),
+)
+
+
+class _SharedQueue:
+    """The process's queue for :func:`queue_from_settings`, created on first use."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queue: JobQueue | None = None
+
+
+_shared = _SharedQueue()
+
+
+def queue_from_settings(*, shared: bool = True) -> JobQueue:
+    """The queue configured by the project's settings (see the module docstring).
+
+    With ``shared=True`` (the default) every call in the process returns the same queue,
+    created on first use, so views can call this per request without opening a pool each
+    time. It is fork-safe (gunicorn, uWSGI). ``shared=False`` returns a new queue that the
+    caller closes. Raises :class:`~dataqueue.ConfigurationError` when the database is not
+    PostgreSQL or the settings are unusable.
+    """
+    if not shared:
+        return _build_queue()
+    with _shared.lock:
+        if _shared.queue is None:
+            _shared.queue = _build_queue()
+        return _shared.queue
+
+
+def close_shared_queue() -> None:
+    """Close the queue :func:`queue_from_settings` shares, if any (the next call makes one)."""
+    with _shared.lock:
+        queue, _shared.queue = _shared.queue, None
+    if queue is not None:
+        queue.close()
+
+
+def _build_queue() -> JobQueue:
+    url = getattr(settings, "DATAQUEUE_DATABASE_URL", None)
+    schema = getattr(settings, "DATAQUEUE_SCHEMA", None) or None
+    if url:
+        return init_job_queue(str(url), schema=schema)
+    alias = getattr(settings, "DATAQUEUE_DATABASE_ALIAS", None) or "default"
+    databases: Mapping[str, Mapping[str, Any]] = settings.DATABASES
+    if alias not in databases:
+        raise ConfigurationError(
+            f"settings.DATABASES has no {alias!r} database; set DATAQUEUE_DATABASE_URL "
+            "or DATAQUEUE_DATABASE_ALIAS"
+        )
+    return init_job_queue(django_conninfo(databases[alias], alias=alias), schema=schema)
+
+
+def django_conninfo(database: Mapping[str, Any], *, alias: str = "default") -> str:
+    """A libpq connection string for one entry of ``settings.DATABASES``.
+
+    ``NAME``, ``USER``, ``PASSWORD``, ``HOST``, ``PORT`` and those ``OPTIONS`` that are libpq
+    parameters (``sslmode``, ``options``, ``service``, ...) are used; Django-only options
+    (``isolation_level``, ``pool``, ...) are not. Raises
+    :class:`~dataqueue.ConfigurationError` for a database that is not PostgreSQL.
+    """
+    from psycopg import pq
+    from psycopg.conninfo import make_conninfo
+
+    engine = str(database.get("ENGINE", ""))
+    if "postgresql" not in engine and "postgis" not in engine:
+        raise ConfigurationError(
+            f"DATABASES[{alias!r}] uses {engine or 'no ENGINE'}, but dataqueue needs "
+            "PostgreSQL; set DATAQUEUE_DATABASE_URL to a postgresql:// URL"
+        )
+    libpq_keywords = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+    params: dict[str, str] = {
+        key: str(value)
+        for key, value in dict(database.get("OPTIONS") or {}).items()
+        if key in libpq_keywords and value is not None
+    }
+    for django_key, libpq_key in _DJANGO_FIELDS:
+        value = database.get(django_key)
+        if value not in (None, ""):
+            params[libpq_key] = str(value)
+    return make_conninfo("", **params)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got {text!r}")
+    return value
+
+
+def closing_db_connections(handler: Handler) -> Handler:
+    """Wrap ``handler`` so each job starts and ends like a Django request for the database.
+
+    Django keeps one connection per thread and only recycles it (``CONN_MAX_AGE``, broken
+    connections) around requests; worker threads never see a request, so this calls
+    ``django.db.close_old_connections()`` before and after every job. The wrapper keeps the
+    handler's signature, so the processor passes it the same arguments.
+    """
+
+    @functools.wraps(handler)
+    def run(*args: Any) -> Any:
+        close_old_connections()
+        try:
+            return handler(*args)
+        finally:
+            close_old_connections()
+
+    return run
+
+
+class WorkerCommand(BaseCommand):  # type: ignore[misc]
+    """Base class of a ``dataqueue_worker`` management command: subclass it as ``Command``.
+
+    Runs :func:`dataqueue.worker.run_worker` (a processor and a supervisor) on the queue of
+    :func:`queue_from_settings` with the handlers of ``--handlers`` or
+    ``settings.DATAQUEUE_HANDLERS``, until SIGTERM/SIGINT; then drains and exits 0.
+
+    Handlers are wrapped by :func:`closing_db_connections` unless ``close_db_connections``
+    is False. Jobs enqueued with ``force_kill_on_timeout=True`` run their handler in a fresh
+    interpreter, which needs the module-level function itself, not a wrapper: if you use
+    them, set ``close_db_connections = False`` (such a handler must also call
+    ``django.setup()`` before using the ORM, since the child process starts empty).
+    """
+
+    help = (
+        "Process dataqueue jobs until SIGTERM/SIGINT; the first signal drains running jobs, "
+        "a second exits at once. Handlers: --handlers or settings.DATAQUEUE_HANDLERS."
+    )
+    requires_migrations_checks = False
+    #: Settings name holding the ``MODULE:NAME`` reference of the handlers.
+    handlers_setting = "DATAQUEUE_HANDLERS"
+    #: Wrap handlers with :func:`closing_db_connections`.
+    close_db_connections = True
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--handlers",
+            metavar="MODULE:NAME",
+            help=f"handler mapping (default: settings.{self.handlers_setting})",
+        )
+        parser.add_argument(
+            "--job-type", action="append", metavar="T", help="only these types (repeatable)"
+        )
+        parser.add_argument("--batch-size", type=_positive_int, metavar="N")
+        parser.add_argument("--concurrency", type=_positive_int, metavar="N")
+        parser.add_argument("--group-concurrency", type=_positive_int, metavar="N")
+        parser.add_argument("--poll-interval", type=_milliseconds, metavar="MS")
+        parser.add_argument("--no-supervisor", action="store_true")
+        parser.add_argument("--supervisor-interval", type=_milliseconds, metavar="MS")
+        parser.add_argument(
+            "--drain-timeout",
+            type=_milliseconds,
+            default=30_000.0,
+            metavar="MS",
+            help="how long to wait for running jobs on shutdown (default: 30000)",
+        )
+
+    def get_handlers(self, reference: str | None) -> Mapping[str, Handler]:
+        """The handlers to run, from ``reference`` or the settings; override to build them."""
+        from dataqueue.worker import load_handlers
+
+        reference = reference or getattr(settings, self.handlers_setting, None)
+        if not reference:
+            raise CommandError(
+                f"no handlers: pass --handlers MODULE:NAME or set settings.{self.handlers_setting}"
+            )
+        try:
+            handlers = load_handlers(str(reference))
+        except ConfigurationError as exc:
+            raise CommandError(str(exc)) from None
+        if not self.close_db_connections:
+            return handlers
+        return {job_type: closing_db_connections(fn) for job_type, fn in handlers.items()}
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from dataqueue.worker import run_worker
+
+        handlers = self.get_handlers(options["handlers"])
+        verbosity = int(options["verbosity"])
+        verbose = verbosity >= 3
+        if verbosity >= 2:
+            _log_to_stderr(logging.DEBUG if verbose else logging.INFO)
+        try:
+            queue = queue_from_settings(shared=False)
+        except ConfigurationError as exc:
+            raise CommandError(str(exc)) from None
+        with queue:
+            try:
+                queue.get_all_jobs(limit=1)  # fail fast: unreachable database, no tables
+            except Exception as exc:
+                raise CommandError(_one_line(exc)) from None
+            processor_options: dict[str, Any] = {
+                name: options[name]
+                for name in ("batch_size", "concurrency", "group_concurrency", "poll_interval")
+                if options[name] is not None
+            }
+            processor_options["job_type"] = options["job_type"]
+            processor_options["verbose"] = verbose
+            supervisor_options: dict[str, Any] | None = None
+            if not options["no_supervisor"]:
+                supervisor_options = {"verbose": verbose}
+                if options["supervisor_interval"] is not None:
+                    supervisor_options["interval_ms"] = options["supervisor_interval"]
+            if verbosity >= 1:
+                self.stdout.write(
+                    f"dataqueue worker: job types {', '.join(sorted(handlers)) or '(none)'}; "
+                    "SIGTERM/SIGINT drains and stops"
+                )
+                self.stdout.flush()
+            status = run_worker(
+                queue,
+                handlers,
+                processor_options=processor_options,
+                supervisor_options=supervisor_options,
+                drain_timeout_ms=options["drain_timeout"],
+            )
+        if status:
+            raise CommandError(f"worker exited with status {status}", returncode=status)
+        if verbosity >= 1:
+            self.stdout.write("dataqueue worker: drained and stopped")
+            self.stdout.flush()
+
+
+def _log_to_stderr(level: int) -> None:
+    """Show dataqueue's log at ``level`` unless the project's LOGGING already routes it."""
+    dataqueue_logger = logging.getLogger("dataqueue")
+    if dataqueue_logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    dataqueue_logger.addHandler(handler)
+    dataqueue_logger.setLevel(level)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")

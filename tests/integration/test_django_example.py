@@ -1,0 +1,217 @@
+"""The Django example (examples/django_project), run in subprocesses: Django's settings are
+process-wide and other tests configure Django their own way.
+
+migrate → a view enqueues in ``transaction.atomic()`` (commit and rollback) → the
+``dataqueue_worker`` management command processes the job and drains on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import dataqueue as dq
+from dataqueue.migrate import upgrade
+from tests.conftest import create_database, drop_database, run_sql
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = ROOT / "examples" / "django_project"
+MARKER = "RESULT:"
+
+# Runs inside ``manage.py shell -c``: posts to the view with Django's test client.
+POST_SCRIPT = f"""
+import json
+from django.test import Client
+client = Client()
+results = {{}}
+for name, url, data in [
+    ("commit", "/signup/", {{"email": "ada@example.com"}}),
+    ("rollback_query", "/signup/?fail=1", {{"email": "bob@example.com"}}),
+    ("rollback_form", "/signup/", {{"email": "cy@example.com", "fail": "1"}}),
+    ("invalid", "/signup/", {{"email": "nope"}}),
+]:
+    response = client.post(url, data)
+    results[name] = {{"status": response.status_code, "body": response.json()}}
+print("{MARKER}" + json.dumps(results))
+"""
+
+
+def _env(url: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATAQUEUE_DATABASE_URL": url}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return env
+
+
+def _manage(url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT,
+        env=_env(url),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _count(engine: sa.Engine, sql: str, value: object) -> int:
+    return int(run_sql(engine, sql, v=value)[0][0])
+
+
+@pytest.fixture(scope="module")
+def project_url(pg_admin_url: str) -> Iterator[str]:
+    """A database with the dataqueue tables (dataqueue migrate) and the project's (Django)."""
+    url = create_database(pg_admin_url, prefix="dq_django")
+    upgrade(url)
+    result = _manage(url, "migrate", "--noinput")
+    assert result.returncode == 0, result.stderr
+    yield url
+    drop_database(pg_admin_url, url)
+
+
+@pytest.fixture(scope="module")
+def engine(project_url: str) -> Iterator[sa.Engine]:
+    eng = dq.create_engine(project_url, pool_size=2)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="module")
+def posted(project_url: str, engine: sa.Engine) -> dict[str, Any]:
+    """What the view answered to each request (run once, in a Django subprocess)."""
+    result = _manage(project_url, "shell", "-c", POST_SCRIPT)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith(MARKER))
+    answers: dict[str, Any] = json.loads(line[len(MARKER) :])
+    return answers
+
+
+def test_commit_writes_the_model_row_and_the_job(posted: dict[str, Any], engine: sa.Engine) -> None:
+    commit = posted["commit"]
+    assert commit["status"] == 201, commit
+    signup_id, job_id = commit["body"]["signup_id"], commit["body"]["job_id"]
+    assert run_sql(engine, "SELECT id, email FROM signups_signup") == [
+        (signup_id, "ada@example.com")
+    ]
+    with dq.init_job_queue(engine=engine) as queue:
+        job = queue.get_job(job_id)
+        assert job is not None and job.job_type == "send_welcome"
+        assert job.payload == {"signup_id": signup_id, "email": "ada@example.com"}
+        assert [event.event_type for event in queue.get_job_events(job_id)] == ["added"]
+
+
+@pytest.mark.parametrize("case", ["rollback_query", "rollback_form"])
+def test_rollback_leaves_neither_row_nor_job(
+    posted: dict[str, Any], engine: sa.Engine, case: str
+) -> None:
+    answer = posted[case]
+    assert answer["status"] == 500 and answer["body"]["rolled_back"] is True
+    job_id = int(answer["body"]["error"].rsplit(" ", 1)[1])  # "... enqueueing job 2"
+    email = "bob@example.com" if case == "rollback_query" else "cy@example.com"
+    assert _count(engine, "SELECT count(*) FROM signups_signup WHERE email = :v", email) == 0
+    assert _count(engine, "SELECT count(*) FROM job_queue WHERE id = :v", job_id) == 0
+    assert _count(engine, "SELECT count(*) FROM job_events WHERE job_id = :v", job_id) == 0
+
+
+def test_invalid_input_writes_nothing(posted: dict[str, Any], engine: sa.Engine) -> None:
+    assert posted["invalid"]["status"] == 400
+    assert _count(engine, "SELECT count(*) FROM signups_signup WHERE email = :v", "nope") == 0
+    assert _count(engine, "SELECT count(*) FROM job_queue WHERE id > :v", 0) == 1  # the commit
+
+
+def test_worker_command_processes_the_job_and_drains_on_sigterm(
+    posted: dict[str, Any], project_url: str, engine: sa.Engine
+) -> None:
+    job_id = posted["commit"]["body"]["job_id"]
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "dataqueue_worker",
+            "--concurrency",
+            "2",
+            "--poll-interval",
+            "100",
+            "--verbosity",
+            "2",
+        ],
+        cwd=PROJECT,
+        env=_env(project_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while run_sql(engine, "SELECT status FROM job_queue WHERE id = :id", id=job_id) != [
+            ("completed",)
+        ]:
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, "the worker did not complete the job"
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        stdout, stderr = worker.communicate(timeout=20)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.communicate()
+    assert worker.returncode == 0, stderr
+    assert "job types send_welcome" in stdout and "drained and stopped" in stdout
+    assert "SIGTERM received" in stderr  # --verbosity 2 shows dataqueue's log
+    sent = run_sql(engine, "SELECT job_id, signup_id, worker_pid FROM signups_welcomeemail")
+    assert sent == [(job_id, posted["commit"]["body"]["signup_id"], worker.pid)]
+    with dq.init_job_queue(engine=engine) as queue:
+        job = queue.get_job(job_id)
+        assert job is not None and job.output == {"sent_to": "ada@example.com"}
+
+
+def test_worker_command_without_dataqueue_tables_names_the_migrate_command(
+    fresh_database_url: str,
+) -> None:
+    result = _manage(fresh_database_url, "dataqueue_worker")
+    assert result.returncode == 1
+    assert "dataqueue migrate" in result.stderr
+
+
+def test_worker_command_rejects_a_bad_handlers_reference(project_url: str) -> None:
+    result = _manage(project_url, "dataqueue_worker", "--handlers", "signups.jobs:MISSING")
+    assert result.returncode == 1
+    assert "has no attribute 'MISSING'" in result.stderr
+
+
+def test_django_conninfo_uses_the_connection_parameters() -> None:
+    from dataqueue.contrib.django import django_conninfo
+    from dataqueue.errors import ConfigurationError
+
+    conninfo = django_conninfo(
+        {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "app",
+            "USER": "app",
+            "PASSWORD": "s3cret",
+            "HOST": "db.internal",
+            "PORT": 6543,
+            "OPTIONS": {"sslmode": "require", "isolation_level": 1, "pool": True},
+        }
+    )
+    assert set(conninfo.split()) == {
+        "dbname=app",
+        "user=app",
+        "password=s3cret",
+        "host=db.internal",
+        "port=6543",
+        "sslmode=require",
+    }
+    with pytest.raises(ConfigurationError, match="needs PostgreSQL"):
+        django_conninfo({"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3"})
