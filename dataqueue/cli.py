@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_migrate_command(subparsers)
     _add_worker_command(subparsers)
     _add_demo_command(subparsers)
+    _add_dashboard_command(subparsers)
     return parser
 
 
@@ -282,6 +283,58 @@ def _run_demo(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         pass
+    return EXIT_OK
+
+
+def _add_dashboard_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    parser = subparsers.add_parser(
+        "dashboard",
+        help="serve the admin dashboard locally",
+        description=(
+            "Serve the dashboard with the standard library's WSGI server (for local use; in "
+            "production mount dataqueue.dashboard.create_dashboard in your app behind its "
+            "login). MODULE:HANDLERS names the handlers the Process jobs button runs."
+        ),
+    )
+    parser.add_argument("handlers", metavar="MODULE:HANDLERS")
+    parser.add_argument("--database-url", metavar="URL")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=_positive, default=8080)
+    parser.add_argument("--base-path", default="/")
+    parser.set_defaults(handler=_run_dashboard)
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    import dataqueue as dq
+    from dataqueue.config import database_url_from_env
+    from dataqueue.worker import load_handlers
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        handlers = load_handlers(args.handlers)
+        url = args.database_url or database_url_from_env()
+        if url is None:
+            raise ConfigurationError(
+                "no database URL; pass --database-url URL or set DATAQUEUE_DATABASE_URL"
+            )
+        queue = dq.init_job_queue(url)
+    except ConfigurationError as exc:
+        print(f"{PROGRAM} dashboard: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with queue:
+        try:
+            queue.get_all_jobs(limit=1)
+            _serve_dashboard(queue, handlers, args.host, args.port, args.base_path)
+        except KeyboardInterrupt:
+            return EXIT_OK
+        except ConfigurationError as exc:
+            print(f"{PROGRAM} dashboard: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except Exception as exc:
+            print(f"{PROGRAM} dashboard: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_FAILURE
     return EXIT_OK
 
 

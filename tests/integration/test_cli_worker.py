@@ -158,3 +158,76 @@ def test_demo_uses_a_configured_database(fresh_database_url: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "on your database" in result.stdout and "events of #" in result.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_dashboard_command_serves_the_api(pg_queue: dq.JobQueue, database_url: str) -> None:
+    import json
+    import urllib.request
+
+    job_id = pg_queue.add_job("greet", {"name": "ada"})
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dataqueue",
+            "dashboard",
+            "tests.integration.cli_handlers:HANDLERS",
+            "--database-url",
+            database_url,
+            "--port",
+            str(port),
+            "--base-path",
+            "/admin/dataqueue",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/admin/dataqueue/api/jobs/{job_id}"
+                ) as response:
+                    body = json.loads(response.read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+        assert body["job"]["id"] == job_id and body["job"]["jobType"] == "greet"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+
+
+def test_dashboard_command_rejects_a_bad_handler_reference(database_url: str) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dataqueue",
+            "dashboard",
+            "nope:HANDLERS",
+            "--database-url",
+            database_url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2 and "cannot import module 'nope'" in result.stderr
