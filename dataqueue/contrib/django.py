@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -322,3 +323,79 @@ def _log_to_stderr(level: int) -> None:
 def _one_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+# -- the dashboard ---------------------------------------------------------------------
+
+
+def dashboard_view(dashboard: Callable[..., Any]) -> Callable[..., Any]:
+    """A Django view that serves the dashboard WSGI app.
+
+    The app keeps its own CSRF protection (custom header + same-origin check), so the
+    view is exempt from Django's token check; protect it with your own decorator (see
+    :func:`dashboard_urls`).
+    """
+    import io
+
+    from django.http import HttpResponse  # type: ignore[import-untyped]
+    from django.views.decorators.csrf import csrf_exempt  # type: ignore[import-untyped]
+
+    def view(request: Any, path: str = "") -> Any:
+        environ = dict(request.environ)
+        environ["wsgi.input"] = io.BytesIO(request.body)
+        environ["CONTENT_LENGTH"] = str(len(request.body))
+        captured: dict[str, Any] = {}
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> None:
+            captured["status"], captured["headers"] = status, headers
+
+        body = b"".join(dashboard(environ, start_response))
+        response = HttpResponse(body, status=int(captured["status"].split(" ", 1)[0]))
+        for name, value in captured["headers"]:
+            response[name] = value
+        return response
+
+    exempt: Callable[..., Any] = csrf_exempt(view)
+    return exempt
+
+
+def dashboard_urls(
+    *,
+    prefix: str = "admin/dataqueue/",
+    queue: JobQueue | None = None,
+    handlers: Mapping[str, Handler] | str | None = None,
+    protect: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    processor_options: Mapping[str, Any] | None = None,
+) -> list[Any]:
+    """URL patterns serving the dashboard under ``prefix``, for ``urlpatterns``.
+
+    ``queue`` defaults to :func:`queue_from_settings`; ``handlers`` (a mapping or a
+    ``"module:NAME"`` reference) to ``settings.DATAQUEUE_HANDLERS`` (without handlers the
+    "Process jobs" button answers 400). ``protect`` wraps the view; the default,
+    ``staff_member_required``, sends anyone who is not staff to the admin login. Put these
+    patterns before ``admin.site.urls`` when the prefix lies under ``admin/``.
+    """
+    from django.urls import re_path  # type: ignore[import-untyped]
+
+    from dataqueue.dashboard import create_dashboard
+    from dataqueue.worker import load_handlers
+
+    if protect is None:
+        from django.contrib.admin.views.decorators import (  # type: ignore[import-untyped]
+            staff_member_required,
+        )
+
+        protect = staff_member_required
+    reference = handlers if handlers is not None else getattr(settings, "DATAQUEUE_HANDLERS", None)
+    resolved = load_handlers(reference) if isinstance(reference, str) else reference
+    base = "/" + prefix.strip("/")
+    dashboard = create_dashboard(
+        queue or queue_from_settings(),
+        resolved,
+        base_path=base,
+        processor_options=processor_options,
+    )
+    view = protect(dashboard_view(dashboard))
+    return [re_path(rf"^{re.escape(prefix.strip('/'))}(?:/(?P<path>.*))?$", view)]

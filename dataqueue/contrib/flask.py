@@ -20,10 +20,11 @@ gunicorn's ``post_fork`` hook (see ``examples/gunicorn.conf.py``) or by ``dataqu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flask import Flask
+    from flask import Blueprint, Flask
 
     from dataqueue.queue import JobQueue
 
@@ -47,3 +48,40 @@ def init_app(app: Flask, queue: JobQueue) -> JobQueue:
         )
     app.extensions[EXTENSION_KEY] = queue
     return queue
+
+
+def dashboard_blueprint(
+    queue: JobQueue,
+    handlers: Mapping[str, Callable[..., Any]] | None = None,
+    *,
+    url_prefix: str = "/admin/dataqueue",
+    decorators: Sequence[Callable[[Callable[..., Any]], Callable[..., Any]]] = (),
+    processor_options: Mapping[str, Any] | None = None,
+    name: str = "dataqueue_dashboard",
+) -> Blueprint:
+    """A Blueprint serving the dashboard under ``url_prefix``.
+
+    ``decorators`` wrap the view, outermost first — put your login check here (for
+    example ``[login_required]``); the dashboard has no login of its own. Register it
+    with ``app.register_blueprint(blueprint)``.
+    """
+    from flask import Blueprint, Response, request
+
+    from dataqueue.dashboard import create_dashboard
+
+    prefix = "/" + url_prefix.strip("/")
+    dashboard = create_dashboard(
+        queue, handlers, base_path=prefix, processor_options=processor_options
+    )
+
+    def serve(path: str = "") -> Any:
+        return Response.from_app(dashboard, request.environ)
+
+    view: Callable[..., Any] = serve
+    for decorator in reversed(decorators):
+        view = decorator(view)
+    blueprint = Blueprint(name, __name__, url_prefix=prefix)
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]  # the app answers 405 itself
+    blueprint.add_url_rule("/", "index", view, defaults={"path": ""}, methods=methods)
+    blueprint.add_url_rule("/<path:path>", "path", view, methods=methods)
+    return blueprint

@@ -215,3 +215,45 @@ def test_django_conninfo_uses_the_connection_parameters() -> None:
     }
     with pytest.raises(ConfigurationError, match="needs PostgreSQL"):
         django_conninfo({"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3"})
+
+
+# Runs inside ``manage.py shell -c``: the dashboard behind staff_member_required.
+DASHBOARD_SCRIPT = f"""
+import json
+from django.contrib.auth.models import User
+from django.test import Client
+import dataqueue as dq
+from dataqueue.contrib.django import queue_from_settings
+job_id = queue_from_settings().add_job("send_welcome", {{"signup_id": 0}})
+anonymous = Client().get(f"/admin/dataqueue/api/jobs/{{job_id}}")
+User.objects.filter(username="staff").delete()
+User.objects.create_superuser("staff", "staff@example.com", "pw")
+client = Client()
+client.login(username="staff", password="pw")
+job = client.get(f"/admin/dataqueue/api/jobs/{{job_id}}")
+page = client.get("/admin/dataqueue/")
+forged = client.post(f"/admin/dataqueue/api/jobs/{{job_id}}/cancel")
+cancel = client.post(
+    f"/admin/dataqueue/api/jobs/{{job_id}}/cancel", HTTP_X_REQUESTED_WITH="dataqueue"
+)
+print("{MARKER}" + json.dumps({{
+    "anonymous": [anonymous.status_code, anonymous.get("Location", "")],
+    "job": [job.status_code, job.json()["job"]["id"] == job_id],
+    "page": [page.status_code, page["Content-Type"]],
+    "forged": forged.status_code,
+    "cancel": [cancel.status_code, cancel.json()["changed"]],
+}}))
+"""
+
+
+def test_dashboard_is_mounted_for_staff_only(project_url: str) -> None:
+    result = _manage(project_url, "shell", "-c", DASHBOARD_SCRIPT)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith(MARKER))
+    answers = json.loads(line[len(MARKER) :])
+    status, location = answers["anonymous"]
+    assert status == 302 and "/admin/login/" in location
+    assert answers["job"] == [200, True]
+    assert answers["page"][0] == 200 and answers["page"][1].startswith("text/html")
+    assert answers["forged"] == 403  # no X-Requested-With header: the CSRF guard refuses
+    assert answers["cancel"] == [200, True]
