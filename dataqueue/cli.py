@@ -19,6 +19,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from dataqueue.errors import ConfigurationError
+from dataqueue.worker import milliseconds, one_line, positive_int
 
 if TYPE_CHECKING:
     from dataqueue.queue import JobQueue
@@ -121,7 +122,7 @@ def _run_migrate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except Exception as exc:  # report any failure as one line, without a traceback
         logging.getLogger("dataqueue.cli").debug("migrate failed", exc_info=True)
-        print(f"{PROGRAM} migrate: failed: {_one_line(exc)}", file=sys.stderr)
+        print(f"{PROGRAM} migrate: failed: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -130,26 +131,6 @@ def _env_default(name: str, kind: Callable[[str], object] = str) -> object:
     """``DATAQUEUE_<NAME>`` converted with ``kind``, or None when unset."""
     value = os.environ.get(f"DATAQUEUE_{name}")
     return None if value in (None, "") else kind(value)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_ms(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got {text!r}")
-    return value
 
 
 def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -168,12 +149,12 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
     parser.add_argument("handlers", metavar="MODULE:HANDLERS")
     parser.add_argument("--database-url", metavar="URL")
     parser.add_argument("--job-type", action="append", metavar="T", help="repeatable")
-    parser.add_argument("--batch-size", type=_positive, metavar="N")
-    parser.add_argument("--concurrency", type=_positive, metavar="N")
-    parser.add_argument("--group-concurrency", type=_positive, metavar="N")
-    parser.add_argument("--poll-interval", type=_non_negative_ms, metavar="MS")
+    parser.add_argument("--batch-size", type=positive_int, metavar="N")
+    parser.add_argument("--concurrency", type=positive_int, metavar="N")
+    parser.add_argument("--group-concurrency", type=positive_int, metavar="N")
+    parser.add_argument("--poll-interval", type=milliseconds, metavar="MS")
     parser.add_argument("--no-supervisor", action="store_true")
-    parser.add_argument("--supervisor-interval", type=_non_negative_ms, metavar="MS")
+    parser.add_argument("--supervisor-interval", type=milliseconds, metavar="MS")
     parser.add_argument("--verbose", action="store_true")
     parser.set_defaults(handler=_run_worker)
 
@@ -182,11 +163,11 @@ def _worker_settings(args: argparse.Namespace) -> dict[str, object]:
     """Flags, then DATAQUEUE_* variables, then defaults."""
     settings: dict[str, object] = {}
     for name, env, kind, default in (
-        ("batch_size", "BATCH_SIZE", _positive, 10),
-        ("concurrency", "CONCURRENCY", _positive, 3),
-        ("group_concurrency", "GROUP_CONCURRENCY", _positive, None),
-        ("poll_interval", "POLL_INTERVAL", _non_negative_ms, 5000),
-        ("supervisor_interval", "SUPERVISOR_INTERVAL", _non_negative_ms, 60000),
+        ("batch_size", "BATCH_SIZE", positive_int, 10),
+        ("concurrency", "CONCURRENCY", positive_int, 3),
+        ("group_concurrency", "GROUP_CONCURRENCY", positive_int, None),
+        ("poll_interval", "POLL_INTERVAL", milliseconds, 5000),
+        ("supervisor_interval", "SUPERVISOR_INTERVAL", milliseconds, 60000),
     ):
         value = getattr(args, name)
         if value is None:
@@ -222,7 +203,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         try:
             queue.get_all_jobs(limit=1)  # fail fast: unreachable database or missing tables
         except Exception as exc:
-            print(f"{PROGRAM} worker: {_one_line(exc)}", file=sys.stderr)
+            print(f"{PROGRAM} worker: {one_line(exc)}", file=sys.stderr)
             return EXIT_FAILURE
         processor_options = {
             "batch_size": settings["batch_size"],
@@ -259,7 +240,7 @@ def _add_demo_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument("--database-url", metavar="URL")
     parser.add_argument("--no-dashboard", action="store_true", help="exit after the demo")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=_positive, default=8080)
+    parser.add_argument("--port", type=positive_int, default=8080)
     parser.set_defaults(handler=_run_demo)
 
 
@@ -301,7 +282,7 @@ def _add_dashboard_command(
     parser.add_argument("handlers", metavar="MODULE:HANDLERS")
     parser.add_argument("--database-url", metavar="URL")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=_positive, default=8080)
+    parser.add_argument("--port", type=positive_int, default=8080)
     parser.add_argument("--base-path", default="/")
     parser.set_defaults(handler=_run_dashboard)
 
@@ -333,7 +314,7 @@ def _run_dashboard(args: argparse.Namespace) -> int:
             print(f"{PROGRAM} dashboard: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except Exception as exc:
-            print(f"{PROGRAM} dashboard: {_one_line(exc)}", file=sys.stderr)
+            print(f"{PROGRAM} dashboard: {one_line(exc)}", file=sys.stderr)
             return EXIT_FAILURE
     return EXIT_OK
 
@@ -356,11 +337,6 @@ def _log_progress_to_stderr() -> None:
     """Show Alembic's "Running upgrade ..." lines; stdout stays clean for ``--sql``."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.INFO)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _exit_status(code: object) -> int:

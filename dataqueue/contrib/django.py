@@ -54,6 +54,7 @@ from django.db import close_old_connections  # type: ignore[import-untyped]
 
 from dataqueue.errors import ConfigurationError
 from dataqueue.queue import JobQueue, init_job_queue
+from dataqueue.worker import milliseconds, one_line, positive_int
 
 __all__ = [
     "WorkerCommand",
@@ -156,26 +157,6 @@ def django_conninfo(database: Mapping[str, Any], *, alias: str = "default") -> s
     return make_conninfo("", **params)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _milliseconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got {text!r}")
-    return value
-
-
 def closing_db_connections(handler: Handler) -> Handler:
     """Wrap ``handler`` so each job starts and ends like a Django request for the database.
 
@@ -229,15 +210,15 @@ class WorkerCommand(BaseCommand):  # type: ignore[misc]
         parser.add_argument(
             "--job-type", action="append", metavar="T", help="only these types (repeatable)"
         )
-        parser.add_argument("--batch-size", type=_positive_int, metavar="N")
-        parser.add_argument("--concurrency", type=_positive_int, metavar="N")
-        parser.add_argument("--group-concurrency", type=_positive_int, metavar="N")
-        parser.add_argument("--poll-interval", type=_milliseconds, metavar="MS")
+        parser.add_argument("--batch-size", type=positive_int, metavar="N")
+        parser.add_argument("--concurrency", type=positive_int, metavar="N")
+        parser.add_argument("--group-concurrency", type=positive_int, metavar="N")
+        parser.add_argument("--poll-interval", type=milliseconds, metavar="MS")
         parser.add_argument("--no-supervisor", action="store_true")
-        parser.add_argument("--supervisor-interval", type=_milliseconds, metavar="MS")
+        parser.add_argument("--supervisor-interval", type=milliseconds, metavar="MS")
         parser.add_argument(
             "--drain-timeout",
-            type=_milliseconds,
+            type=milliseconds,
             default=30_000.0,
             metavar="MS",
             help="how long to wait for running jobs on shutdown (default: 30000)",
@@ -276,7 +257,7 @@ class WorkerCommand(BaseCommand):  # type: ignore[misc]
             try:
                 queue.get_all_jobs(limit=1)  # fail fast: unreachable database, no tables
             except Exception as exc:
-                raise CommandError(_one_line(exc)) from None
+                raise CommandError(one_line(exc)) from None
             processor_options: dict[str, Any] = {
                 name: options[name]
                 for name in ("batch_size", "concurrency", "group_concurrency", "poll_interval")
@@ -318,11 +299,6 @@ def _log_to_stderr(level: int) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     dataqueue_logger.addHandler(handler)
     dataqueue_logger.setLevel(level)
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 # -- the dashboard ---------------------------------------------------------------------
