@@ -177,9 +177,7 @@ def _worker_settings(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    import dataqueue as dq
-    from dataqueue.config import database_url_from_env
-    from dataqueue.worker import load_handlers, run_worker
+    from dataqueue.worker import run_worker
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -189,13 +187,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     logging.getLogger("dataqueue.worker").setLevel(logging.INFO)
     try:
         settings = _worker_settings(args)
-        handlers = load_handlers(args.handlers)
-        url = args.database_url or database_url_from_env()
-        if url is None:
-            raise ConfigurationError(
-                "no database URL; pass --database-url URL or set DATAQUEUE_DATABASE_URL"
-            )
-        queue = dq.init_job_queue(url)
+        queue, handlers = _queue_and_handlers(args)
     except (ConfigurationError, argparse.ArgumentTypeError) as exc:
         print(f"{PROGRAM} worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -287,20 +279,29 @@ def _add_dashboard_command(
     parser.set_defaults(handler=_run_dashboard)
 
 
-def _run_dashboard(args: argparse.Namespace) -> int:
+def _queue_and_handlers(
+    args: argparse.Namespace,
+) -> tuple[JobQueue, Mapping[str, Callable[..., Any]]]:
+    """The handlers named by ``args.handlers`` and a queue on ``--database-url`` or the
+    environment; ConfigurationError says what is missing."""
     import dataqueue as dq
     from dataqueue.config import database_url_from_env
     from dataqueue.worker import load_handlers
 
+    handlers = load_handlers(args.handlers)
+    url = args.database_url or database_url_from_env()
+    if url is None:
+        raise ConfigurationError(
+            "no database URL; pass --database-url URL or set DATAQUEUE_DATABASE_URL"
+        )
+    return dq.init_job_queue(url), handlers
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
-        handlers = load_handlers(args.handlers)
-        url = args.database_url or database_url_from_env()
-        if url is None:
-            raise ConfigurationError(
-                "no database URL; pass --database-url URL or set DATAQUEUE_DATABASE_URL"
-            )
-        queue = dq.init_job_queue(url)
+        queue, handlers = _queue_and_handlers(args)
     except ConfigurationError as exc:
         print(f"{PROGRAM} dashboard: {exc}", file=sys.stderr)
         return EXIT_USAGE
