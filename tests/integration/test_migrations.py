@@ -601,9 +601,12 @@ def test_installed_wheel_migrates_with_its_own_revisions(
     assert current_revision(fresh_database_url) == HEAD
 
 
-def test_checkout_uses_repository_alembic_folder() -> None:
+def test_script_location_matches_how_dataqueue_is_installed() -> None:
     import dataqueue
 
-    if Path(dataqueue.__file__).resolve().parent != REPO_ROOT / "dataqueue":
-        pytest.skip("dataqueue is not imported from this checkout")
-    assert Path(script_location()) == REPO_ROOT / "alembic"
+    package = Path(dataqueue.__file__).resolve().parent
+    if package == REPO_ROOT / "dataqueue":  # editable install / checkout
+        assert Path(script_location()) == REPO_ROOT / "alembic"
+    else:  # installed wheel: the revisions ship inside the package
+        assert Path(script_location()) == package / "_alembic"
+    assert (Path(script_location()) / "env.py").is_file()
