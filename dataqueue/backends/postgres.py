@@ -55,6 +55,7 @@ _UNIQUE_VIOLATION = "23505"
 
 _UNDEFINED_TABLE = "42P01"
 _UNDEFINED_COLUMN = "42703"
+_INVALID_SCHEMA_NAME = "3F000"  # e.g. the sequence literal of a schema never migrated
 
 #: camelCase metadata keys of the ``edited`` event.
 _EDIT_EVENT_KEYS = {
@@ -199,7 +200,7 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 def _schema_error(exc: BaseException) -> SchemaNotReadyError | None:
-    if _sqlstate(exc) in (_UNDEFINED_TABLE, _UNDEFINED_COLUMN):
+    if _sqlstate(exc) in (_UNDEFINED_TABLE, _UNDEFINED_COLUMN, _INVALID_SCHEMA_NAME):
         return SchemaNotReadyError(
             "the dataqueue tables are missing or out of date in this database: run "
             "`dataqueue migrate` (or `alembic upgrade head`) first. "
@@ -303,7 +304,7 @@ class _EnqueueStatements:
         self._compiled: dict[str, sa.engine.Compiled] = {}
 
     def native(self, sql: str) -> str:
-        """``sql`` with psycopg 3 placeholders (binary column arrays)."""
+        """``sql`` with psycopg 3 placeholders."""
         return self._native[sql]
 
     def clause(self, sql: str) -> sa.TextClause:
@@ -324,11 +325,11 @@ _CLIENT_SIDE_CURSORS = tuple(
 
 
 def _binds_on_server(dbapi_connection: Any) -> bool:
-    """True for a psycopg 3 connection whose cursors take ``%(name)b`` placeholders.
+    """True for a psycopg 3 connection whose cursors bind parameters on the server.
 
-    Those are psycopg's default cursors (server-side binding). A ``ClientCursor``
-    (Django's default with psycopg 3) cannot send binary parameters and a
-    ``RawCursor`` takes ``$1`` placeholders, so both get the text statements.
+    Those are psycopg's default cursors; they get the psycopg-native statements. A
+    ``ClientCursor`` (Django's default with psycopg 3) and a ``RawCursor`` (``$1``
+    placeholders) get the text statements, compiled for the driver.
     """
     if not isinstance(dbapi_connection, psycopg.Connection):
         return False
@@ -344,8 +345,8 @@ class _CallerConnection:
     ``cursor()`` method is treated as a DB-API connection (psycopg 3, psycopg2,
     Django's ``django.db.connection``). On psycopg 3 with server-side binding (the
     SQLAlchemy ``psycopg`` dialect, a raw psycopg connection) the statements go as
-    psycopg-native SQL with the column arrays in binary; everywhere else as the text
-    statements, compiled for the driver.
+    psycopg-native SQL; everywhere else as the text statements, compiled for the
+    driver.
     """
 
     def __init__(self, db: Any, statements: _EnqueueStatements) -> None:
@@ -496,7 +497,7 @@ class PostgresBackend:
             params = pg_sql.enqueue_one_parameters(jobs[0])
             rows = execute(self._sql["enqueue_one"], params) or [(1, None, False, None)]
         else:
-            params = pg_sql.enqueue_parameters(jobs, self._sql["sequence"])
+            params = pg_sql.enqueue_parameters(jobs)
             keyed = any(job.idempotency_key is not None for job in jobs)
             rows = execute(self._sql["enqueue" if keyed else "enqueue_without_keys"], params)
         ids: list[int] = [row[1] for row in rows]
