@@ -42,6 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any, cast
 
 from dataqueue.validation import NewJob
@@ -341,6 +342,18 @@ _LITERALS: dict[str, Callable[[Any], str]] = {
     "timestamptz": timestamp_array_literal,
 }
 
+#: Per column of :data:`INPUT_COLUMNS`: the :class:`NewJob` attribute it reads, and
+#: the literal of the whole column. Lists (one per row) are nested array literals.
+_BATCH_COLUMNS: tuple[tuple[str, str, Callable[[list[Any]], str]], ...] = tuple(
+    (name, "payload_json" if name == "payload" else name, _LITERALS[kind])
+    for name, kind in INPUT_COLUMNS
+)
+_ROW_LISTS: dict[str, Callable[[Any], str | None]] = {
+    "tags": _text_array,
+    "depends_on_job_ids": _int_array,
+    "depends_on_tags": _text_array,
+}
+
 
 def enqueue_parameters(jobs: Sequence[NewJob]) -> dict[str, str | None]:
     """Parameters of the batch statement: one array literal per column.
@@ -348,58 +361,21 @@ def enqueue_parameters(jobs: Sequence[NewJob]) -> dict[str, str | None]:
     A column that is NULL for every job is sent as a NULL array, which unnest pads
     with NULLs.
     """
-    columns: dict[str, list[Any]] = {
-        "job_type": [job.job_type for job in jobs],
-        "payload": [job.payload_json for job in jobs],
-        "max_attempts": [job.max_attempts for job in jobs],
-        "priority": [job.priority for job in jobs],
-        "run_at": [job.run_at for job in jobs],
-        "timeout_ms": [job.timeout_ms for job in jobs],
-        "force_kill_on_timeout": [job.force_kill_on_timeout for job in jobs],
-        "tags": [_text_array(job.tags) for job in jobs],
-        "idempotency_key": [job.idempotency_key for job in jobs],
-        "retry_delay": [job.retry_delay for job in jobs],
-        "retry_backoff": [job.retry_backoff for job in jobs],
-        "retry_delay_max": [job.retry_delay_max for job in jobs],
-        "dead_letter_job_type": [job.dead_letter_job_type for job in jobs],
-        "group_id": [job.group_id for job in jobs],
-        "group_tier": [job.group_tier for job in jobs],
-        "depends_on_job_ids": [_int_array(job.depends_on_job_ids) for job in jobs],
-        "depends_on_tags": [_text_array(job.depends_on_tags) for job in jobs],
-    }
-    return {
-        name: None if values.count(None) == len(values) else _LITERALS[_COLUMN_KINDS[name]](values)
-        for name, values in columns.items()
-    }
-
-
-_COLUMN_KINDS = dict(INPUT_COLUMNS)
+    params: dict[str, str | None] = {}
+    for name, attribute, literal in _BATCH_COLUMNS:
+        values = list(map(attrgetter(attribute), jobs))
+        if name in _ROW_LISTS:
+            values = list(map(_ROW_LISTS[name], values))
+        params[name] = None if values.count(None) == len(values) else literal(values)
+    return params
 
 
 def enqueue_one_parameters(job: NewJob) -> dict[str, Any]:
-    """Parameters of the single-job statement (lists as real arrays, not JSON).
+    """Parameters of the single-job statement (lists as real arrays).
 
     ``job`` must not hold batch placeholders (negative ids).
     """
-    return {
-        "job_type": job.job_type,
-        "payload": job.payload_json,
-        "max_attempts": job.max_attempts,
-        "priority": job.priority,
-        "run_at": job.run_at,
-        "timeout_ms": job.timeout_ms,
-        "force_kill_on_timeout": job.force_kill_on_timeout,
-        "tags": job.tags,
-        "idempotency_key": job.idempotency_key,
-        "retry_delay": job.retry_delay,
-        "retry_backoff": job.retry_backoff,
-        "retry_delay_max": job.retry_delay_max,
-        "dead_letter_job_type": job.dead_letter_job_type,
-        "group_id": job.group_id,
-        "group_tier": job.group_tier,
-        "depends_on_job_ids": job.depends_on_job_ids,
-        "depends_on_tags": job.depends_on_tags,
-    }
+    return {name: getattr(job, attribute) for name, attribute, _ in _BATCH_COLUMNS}
 
 
 # -- processor statements -------------------------------------------------------------
