@@ -33,6 +33,15 @@ def create_app(queue: dq.JobQueue | None = None) -> Flask:
     return app
 
 
+def _seconds(value: Any) -> float | None:
+    """``value`` as 0 to 10 seconds, or None when it is not such a number."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 <= seconds <= 10 else None
+
+
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in {"1", "true", "yes", "on"}
 
@@ -44,15 +53,19 @@ def signup() -> tuple[dict[str, Any], int]:
     if "@" not in email:
         return {"error": "an email address is required"}, 400
     fail = _truthy(request.args.get("fail", data.get("fail", "")))
+    delay = _seconds(data.get("delay", "0"))
+    if delay is None:
+        return {"error": "delay must be a number of seconds from 0 to 10"}, 400
     queue: dq.JobQueue = current_app.extensions["dataqueue"]
     try:
         with queue.get_engine().begin() as conn:  # one transaction for the row and the job
             signup_id = conn.execute(
                 signups.insert().values(email=email).returning(signups.c.id)
             ).scalar_one()
-            job_id = queue.add_job(
-                "send_welcome", {"signup_id": signup_id, "email": email}, db=conn
-            )
+            payload: dict[str, Any] = {"signup_id": signup_id, "email": email}
+            if delay:
+                payload["delay"] = delay  # stands in for the mail API's latency
+            job_id = queue.add_job("send_welcome", payload, db=conn)
             if fail:
                 raise SimulatedError(f"failing signup {signup_id} after enqueueing job {job_id}")
     except SimulatedError as exc:  # the with-block rolled back: no signup, no job

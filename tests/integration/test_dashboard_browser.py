@@ -105,8 +105,12 @@ def base_url(pg_queue: dq.JobQueue) -> Iterator[str]:
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh page that records console errors and fails the test on any dialog."""
+def page(browser: Any, base_url: str) -> Iterator[Any]:
+    """A fresh page that records console errors and fails the test on any dialog.
+
+    It needs ``base_url`` so that it closes before the server stops: an auto-refresh
+    request still in flight would otherwise fail and count as a console error.
+    """
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     tab = context.new_page()
     tab.set_default_timeout(5000)

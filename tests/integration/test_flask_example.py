@@ -104,6 +104,24 @@ def test_missing_email_is_rejected_without_writing(client: FlaskClient, queue: d
     assert _count(queue, "signups") == 0 and _count(queue, "job_queue") == 0
 
 
+def test_delay_is_stored_in_the_payload(client: FlaskClient, queue: dq.JobQueue) -> None:
+    result = client.post("/signup", data={"email": "di@example.com", "delay": "0.05"}).get_json()
+    job = queue.get_job(result["job_id"])
+    assert job is not None
+    expected = {"signup_id": result["signup_id"], "email": "di@example.com", "delay": 0.05}
+    assert job.payload == expected
+
+
+@pytest.mark.parametrize("delay", ["soon", "-1", "11", "nan"])
+def test_bad_delay_is_rejected_without_writing(
+    delay: str, client: FlaskClient, queue: dq.JobQueue
+) -> None:
+    response = client.post("/signup", data={"email": "ed@example.com", "delay": delay})
+    assert response.status_code == 400
+    assert "delay" in response.get_json()["error"]
+    assert _count(queue, "signups") == 0 and _count(queue, "job_queue") == 0
+
+
 def test_handlers_process_the_committed_job(client: FlaskClient, queue: dq.JobQueue) -> None:
     result = client.post("/signup", data={"email": "cy@example.com"}).get_json()
     client.post("/signup?fail=1", data={"email": "nobody@example.com"})

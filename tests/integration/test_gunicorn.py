@@ -66,7 +66,9 @@ def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> Non
 
 
 def _post_signup(base: str, n: int) -> dict[str, Any]:
-    data = urllib.parse.urlencode({"email": f"user{n}@example.com"}).encode()
+    # 20 ms per job: one worker (2 slots) would need 2 s for all of them, while the
+    # other polls every 100 ms; instant jobs could all go to whichever polled first.
+    data = urllib.parse.urlencode({"email": f"user{n}@example.com", "delay": "0.02"}).encode()
     with urllib.request.urlopen(f"{base}/signup", data=data, timeout=10) as response:
         assert response.status == 201
         result: dict[str, Any] = json.load(response)
