@@ -177,7 +177,7 @@ _IDS_BY_KEY_SQL = (
 )
 
 #: Names of the statements :func:`render_statements` and :func:`render_native_statements`
-#: return (``render_statements`` adds ``sequence``, a parameter value, not SQL).
+#: return.
 ENQUEUE_STATEMENTS = (
     "enqueue",
     "enqueue_without_keys",
@@ -240,22 +240,26 @@ def _table_names(schema: str | None, escape: Callable[[str], str]) -> dict[str, 
     return {
         "job_queue": escape(_qualify(schema, "job_queue")),
         "job_events": escape(_qualify(schema, "job_events")),
+        "waitpoints": escape(_qualify(schema, "waitpoints")),
         "sequence": escape(sequence),
     }
+
+
+def _text_names(schema: str | None) -> dict[str, str]:
+    """The schema's names for statements run through SQLAlchemy ``text()``.
+
+    A colon in a quoted schema name must not read as a bind parameter there.
+    """
+    return _table_names(schema, lambda sql: sql.replace(":", "\\:"))
 
 
 def render_statements(schema: str | None) -> dict[str, str]:
     """The SQL texts for ``schema`` (None: the connection's search_path).
 
-    The enqueue statements (:data:`ENQUEUE_STATEMENTS`) use SQLAlchemy ``:name`` binds;
-    ``sequence`` is the job id sequence's qualified name (a parameter value of the
-    failure statement, not SQL).
+    The enqueue statements (:data:`ENQUEUE_STATEMENTS`) use SQLAlchemy ``:name`` binds.
     """
-    # A colon in a quoted schema name must not read as a bind in text().
-    names = _table_names(schema, lambda sql: sql.replace(":", "\\:"))
-    statements = {name: _compact(sql).format(**names) for name, sql in _templates().items()}
-    statements["sequence"] = _qualify(schema, "job_queue_id_seq")
-    return statements
+    names = _text_names(schema)
+    return {name: _compact(sql).format(**names) for name, sql in _templates().items()}
 
 
 def render_native_statements(schema: str | None) -> dict[str, str]:
@@ -332,7 +336,7 @@ def _text_array(values: Sequence[str] | None) -> str | None:
 
 def _int_array(values: Sequence[int] | None) -> str | None:
     """One row's list of ids as an array literal."""
-    return None if values is None else "{" + ",".join(map(str, values)) + "}"
+    return None if values is None else int_array_literal(values)
 
 
 _LITERALS: dict[str, Callable[[Any], str]] = {
@@ -518,10 +522,7 @@ def render_advance(
     wanted and plans a sort of every pending row. The actual claim size is the
     ``:claim_limit`` parameter, applied to the few merged candidates.
     """
-    names = {
-        "job_queue": _qualify(schema, "job_queue"),
-        "job_events": _qualify(schema, "job_events"),
-    }
+    names = _text_names(schema)
     dependencies = _DEPENDENCIES_SATISFIED.format(**names)
     filter_sql = "\n      AND j.job_type = ANY(CAST(:job_types AS text[]))" if type_filter else ""
     branches = "\n        UNION ALL".join(
@@ -566,7 +567,7 @@ failed AS (
         error_history = COALESCE(j.error_history, '[]'::jsonb) || jsonb_build_array(
             jsonb_build_object('message', input.message, 'timestamp', input.failed_at)),
         dead_letter_job_id = CASE WHEN input.delay IS NULL AND j.dead_letter_job_type IS NOT NULL
-            THEN CAST(nextval(CAST(:sequence AS regclass)) AS integer)
+            THEN CAST(nextval({sequence}) AS integer)
             ELSE j.dead_letter_job_id END,
         dead_lettered_at = CASE WHEN input.delay IS NULL AND j.dead_letter_job_type IS NOT NULL
             THEN now() ELSE j.dead_lettered_at END
@@ -609,9 +610,7 @@ SELECT id, next_attempt_at IS NOT NULL AS will_retry, new_dead_letter_id FROM fa
 
 def render_fail(schema: str | None) -> str:
     """The batched fail statement."""
-    return _FAIL_SQL.format(
-        job_queue=_qualify(schema, "job_queue"), job_events=_qualify(schema, "job_events")
-    )
+    return _FAIL_SQL.format(**_text_names(schema))
 
 
 # -- waits, tokens and dependency cascades --------------------------------------------
@@ -714,11 +713,7 @@ RETURNING job_id
 
 def render_named(schema: str | None) -> dict[str, str]:
     """The waits/tokens/cascade statements for ``schema``."""
-    names = {
-        "job_queue": _qualify(schema, "job_queue"),
-        "job_events": _qualify(schema, "job_events"),
-        "waitpoints": _qualify(schema, "waitpoints"),
-    }
+    names = _text_names(schema)
     return {
         "wait": _WAIT_SQL.format(**names),
         "resume_token_waiters": _RESUME_TOKEN_WAITERS_SQL.format(**names),

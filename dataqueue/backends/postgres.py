@@ -777,7 +777,6 @@ class PostgresBackend:
             return []
         params = {
             "worker_id": worker_id,
-            "sequence": self._sql["sequence"],
             "ids": [f.job_id for f in failures],
             "messages": [f.message for f in failures],
             "reasons": [None if f.reason is None else f.reason.value for f in failures],

@@ -441,3 +441,50 @@ def test_unmigrated_schema_raises_schema_not_ready_on_every_path(engine: sa.Engi
         queue.add_jobs([{"job_type": "a", "payload": i} for i in range(2)])
     with pytest.raises(dq.SchemaNotReadyError):
         queue.add_jobs([{"job_type": "a", "payload": i, "idempotency_key": "k"} for i in range(2)])
+
+
+def test_failures_and_dead_letters_work_in_a_schema_with_odd_characters(
+    odd_schema_queue: tuple[dq.JobQueue, str],
+) -> None:
+    # The failure statement draws the dead-letter job's id from the schema's sequence.
+    queue, _ = odd_schema_queue
+
+    def fail(payload: Any) -> None:
+        raise RuntimeError("boom")
+
+    retried = queue.add_job("flaky", {}, max_attempts=2)
+    final = queue.add_job("flaky", {"n": 1}, max_attempts=1, dead_letter_job_type="flaky_dlq")
+    processor = queue.create_processor({"flaky": fail}, job_type="flaky")
+    assert processor.start() == 2
+    first = queue.get_job(retried)
+    assert first is not None and first.status == "failed" and first.next_attempt_at is not None
+    last = queue.get_job(final)
+    assert last is not None and last.status == "failed" and last.dead_letter_job_id is not None
+    dead_letter = queue.get_job(last.dead_letter_job_id)
+    assert dead_letter is not None and dead_letter.job_type == "flaky_dlq"
+
+
+def test_waits_tokens_and_cascades_work_in_a_schema_with_odd_characters(
+    odd_schema_queue: tuple[dq.JobQueue, str],
+) -> None:
+    queue, _ = odd_schema_queue
+    token = queue.create_token(timeout="1h")
+
+    def approve(payload: Any, signal: dq.AbortSignal, ctx: dq.JobContext) -> Any:
+        return ctx.wait_for_token(token.id).output
+
+    waiter = queue.add_job("approve", {})
+    processor = queue.create_processor({"approve": approve}, job_type="approve")
+    assert processor.start() == 1
+    parked = queue.get_job(waiter)
+    assert parked is not None and parked.status == "waiting"
+    assert queue.complete_token(token.id, {"ok": 1}) is True
+    assert processor.start() == 1
+    done = queue.get_job(waiter)
+    assert done is not None and done.status == "completed" and done.output == {"ok": 1}
+
+    prerequisite = queue.add_job("later", {})
+    dependent = queue.add_job("later", {}, depends_on={"job_ids": [prerequisite]})
+    assert queue.cancel_job(prerequisite) is True
+    cascaded = queue.get_job(dependent)
+    assert cascaded is not None and cascaded.status == "cancelled"
