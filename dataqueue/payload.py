@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import re
 import uuid
 from typing import Any
@@ -46,6 +47,29 @@ def _default(value: Any) -> Any:
 _ENCODER = json.JSONEncoder(default=_default, allow_nan=False, separators=(",", ":"))
 
 
+def _non_finite_float(value: Any, path: str, depth: int = 0) -> tuple[str, float] | None:
+    """Where ``value`` holds a NaN or an infinity: (its path, the float), else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if depth > 100:  # the encoder reports deeper nesting itself
+        return None
+    if isinstance(value, dict):
+        items: Any = ((f"{path}[{key!r}]", item) for key, item in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{n}]", item) for n, item in enumerate(value))
+    else:
+        try:
+            converted = _default(value)
+        except TypeError:
+            return None
+        return _non_finite_float(converted, path, depth + 1)
+    for item_path, item in items:
+        found = _non_finite_float(item, item_path, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
 def encode_json(value: Any, *, what: str = "payload") -> str:
     """Encode ``value`` as compact JSON text.
 
@@ -56,6 +80,12 @@ def encode_json(value: Any, *, what: str = "payload") -> str:
     try:
         text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
+        where = _non_finite_float(value, what)
+        if where is not None:
+            raise InvalidJobError(
+                f"{what} is not JSON-serialisable: {where[1]!r} at {where[0]} "
+                "(NaN and Infinity cannot be stored in JSON)"
+            ) from None
         raise InvalidJobError(f"{what} is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         # PostgreSQL's JSONB cannot store NUL characters; fail here, not mid-transaction.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from dataqueue.records import (
     WaitpointRecord,
     WaitToken,
 )
+from dataqueue.validation import NewJob
 
 if TYPE_CHECKING:
     from dataqueue.processing.processor import Processor
@@ -40,6 +41,19 @@ logger = logging.getLogger("dataqueue.queue")
 
 def _non_negative(value: Any, what: str) -> int:
     return v.require_int(value, what, minimum=0)
+
+
+def _validated(entries: Sequence[Any], job_types: list[str]) -> Iterator[NewJob]:
+    """Validate ``add_jobs`` entries one by one, as the backend draws them.
+
+    Appends each job's type to ``job_types`` (for the ``job:added`` hooks).
+    """
+    for position, entry in enumerate(entries):
+        job = v.job_from_entry(entry)
+        if job.depends_on_job_ids:
+            resolve_batch_placeholders(job.depends_on_job_ids, position, len(entries))
+        job_types.append(job.job_type)
+        yield job
 
 
 class JobQueue:
@@ -426,29 +440,34 @@ class JobQueue:
             },
         )
         v.reject_placeholders(job)
-        (job_id,) = self._backend.add_jobs([job], db)
+        (job_id,) = self._backend.add_jobs([job], 1, db)
         self._hooks.emit("job:added", {"job_id": job_id, "job_type": job.job_type})
         return job_id
 
     def add_jobs(self, jobs: Iterable[Any], *, db: Any = None) -> list[int]:
-        """Add many jobs in one statement; return their ids in input order.
+        """Add many jobs in one transaction; return their ids in input order.
 
         Each entry is a :class:`JobOptions` or a mapping with ``add_job``'s argument
         names. ``depends_on.job_ids`` may hold :func:`batch_dep_ref` placeholders for
         earlier entries. Entries with a known idempotency key (or repeating a key of
         an earlier entry) get the existing id. An empty list returns ``[]`` without
-        touching the store. All-or-nothing: invalid input raises before any write.
+        touching the store.
+
+        All-or-nothing: an invalid entry raises (naming the value) and nothing is
+        written. With ``db=``, every entry is checked before any statement runs, so
+        the caller's transaction stays usable. On the queue's own connection a batch
+        of more than 1,000 jobs is sent in chunks within one transaction, the server
+        writing one chunk while the next is checked and encoded; an invalid entry
+        there rolls that transaction back.
         """
-        new_jobs = [v.job_from_entry(entry) for entry in jobs]
-        if not new_jobs:
+        entries = list(jobs)
+        if not entries:
             return []
-        for position, job in enumerate(new_jobs):
-            if job.depends_on_job_ids:
-                resolve_batch_placeholders(job.depends_on_job_ids, position, len(new_jobs))
-        ids = self._backend.add_jobs(new_jobs, db)
+        job_types: list[str] = []
+        ids = self._backend.add_jobs(_validated(entries, job_types), len(entries), db)
         if self._hooks.has_listeners("job:added"):
-            for job_id, job in zip(ids, new_jobs, strict=True):
-                self._hooks.emit("job:added", {"job_id": job_id, "job_type": job.job_type})
+            for job_id, job_type in zip(ids, job_types, strict=True):
+                self._hooks.emit("job:added", {"job_id": job_id, "job_type": job_type})
         return ids
 
     # -- reads ----------------------------------------------------------------------

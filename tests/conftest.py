@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -134,6 +136,34 @@ def run_sql(eng: sa.Engine, sql: str, **params: Any) -> list[Any]:
     with eng.begin() as conn:
         result = conn.execute(sa.text(sql), params)
         return list(result.all()) if result.returns_rows else []
+
+
+def libpq_url(database_url: str) -> str:
+    """``database_url`` as libpq takes it (``postgresql://…``, no SQLAlchemy driver)."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def wait_for_lock_waiter(eng: sa.Engine) -> None:
+    """Wait until a session of this database waits for a lock (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        waiting = run_sql(
+            eng,
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )[0][0]
+        if waiting:
+            return
+        time.sleep(0.01)
+    raise AssertionError("nothing ever waited for the other transaction")
+
+
+@pytest.fixture
+def client_cursor_engine(database_url: str) -> Iterator[sa.Engine]:
+    """An engine whose psycopg connections bind parameters client-side."""
+    eng = sa.create_engine(database_url, connect_args={"cursor_factory": psycopg.ClientCursor})
+    yield eng
+    eng.dispose()
 
 
 class StatementCounter:

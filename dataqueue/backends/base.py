@@ -12,7 +12,7 @@ that the queue emits hooks only for real changes (W-EV-1).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -83,13 +83,20 @@ class ClaimRequest:
 class Backend(Protocol):
     """What a store must do for a :class:`dataqueue.queue.JobQueue`."""
 
-    def add_jobs(self, jobs: Sequence[NewJob], db: Any = None) -> list[int]:
-        """Insert ``jobs`` with one ``added`` event each; return ids in input order.
+    def add_jobs(self, jobs: Iterable[NewJob], count: int, db: Any = None) -> list[int]:
+        """Insert the ``count`` jobs of ``jobs`` with one ``added`` event each; return
+        their ids in input order. All or nothing.
+
+        ``jobs`` may validate each job as it is drawn and raise: then nothing may be
+        written. With ``db`` (the caller's open transaction) every job is drawn before
+        any statement runs, which keeps the caller's transaction usable. Without it, a
+        backend may write early jobs before drawing later ones, inside a transaction
+        of its own that an exception rolls back.
 
         Batch placeholders (negative ids in ``depends_on_job_ids``) refer to earlier
         jobs of ``jobs``. A job whose idempotency key exists resolves to the existing
-        id and writes nothing. ``db`` is the caller's open transaction, or None.
-        Prerequisite ids that do not exist raise ``JobDependencyError``.
+        id and writes nothing. Prerequisite ids that do not exist raise
+        ``JobDependencyError``.
         """
         ...
 

@@ -144,6 +144,28 @@ FROM resolved LEFT JOIN inserted ON inserted.id = resolved.id
 ORDER BY resolved.ord
 """
 
+# A batch without idempotency keys and without placeholders: every row is inserted,
+# so nothing is looked up, joined or materialised. The id column's default draws the
+# ids above the function scan, whose output PostgreSQL knows is in ``ord`` order (it
+# would sort otherwise), so ids increase in input order and ``ORDER BY id`` returns
+# the rows in input order. About 5% less server time than _ENQUEUE_SQL.
+_ENQUEUE_PLAIN_SQL = """
+WITH inserted AS (
+    INSERT INTO {job_queue} ({insert_columns})
+    SELECT t.job_type, CAST(t.payload AS jsonb), t.max_attempts, t.priority,
+        COALESCE(t.run_at, CURRENT_TIMESTAMP), t.timeout_ms, t.force_kill_on_timeout,
+        CAST(t.tags AS text[]), t.idempotency_key, t.retry_delay, t.retry_backoff,
+        t.retry_delay_max, t.dead_letter_job_type, t.group_id, t.group_tier,
+        CAST(t.depends_on_job_ids AS integer[]), CAST(t.depends_on_tags AS text[])
+    FROM unnest({arrays}) WITH ORDINALITY AS t({names}, ord)
+    ORDER BY t.ord
+    {returning}
+),{added_events}
+SELECT 0 AS ord, inserted.id, true AS was_inserted, CAST(NULL AS integer) AS existing_id
+FROM inserted
+ORDER BY inserted.id
+"""
+
 # One job (add_job, or a batch that is one job after de-duplicating keys; placeholders
 # cannot occur, they must point at an earlier job). Same result shape as the batch, as
 # zero or one row: none when a concurrent transaction inserted the key after this
@@ -181,6 +203,7 @@ _IDS_BY_KEY_SQL = (
 ENQUEUE_STATEMENTS = (
     "enqueue",
     "enqueue_without_keys",
+    "enqueue_plain",
     "enqueue_one",
     "existing_ids",
     "ids_by_key",
@@ -222,6 +245,7 @@ def _templates() -> dict[str, str]:
         "enqueue_without_keys": _ENQUEUE_SQL.format(
             arrays=arrays, names=names, existing_key="false", on_conflict="", **shared
         ),
+        "enqueue_plain": _ENQUEUE_PLAIN_SQL.format(arrays=arrays, names=names, **shared),
         "enqueue_one": _ENQUEUE_ONE_SQL.format(**shared),
         "existing_ids": _EXISTING_IDS_SQL,
         "ids_by_key": _IDS_BY_KEY_SQL,

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import logging
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,7 +22,6 @@ import attrs
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.orm import Session, scoped_session
 
 from dataqueue import schema
 from dataqueue.backends import pg_sql
@@ -33,12 +32,11 @@ from dataqueue.backends.base import (
     FailResult,
     Failure,
 )
+from dataqueue.backends.pg_enqueue import PIPELINE_CHUNK, Enqueuer, binds_on_server
 from dataqueue.config import reset_engine_after_fork
 from dataqueue.enums import FailureReason, JobEventType, JobStatus, TagMatch
 from dataqueue.errors import (
     DuplicateScheduleError,
-    InvalidJobError,
-    JobDependencyError,
     SchemaNotReadyError,
 )
 from dataqueue.records import CronScheduleRecord, JobEvent, JobRecord, WaitpointRecord
@@ -209,6 +207,22 @@ def _schema_error(exc: BaseException) -> SchemaNotReadyError | None:
     return None
 
 
+def _as_sqlalchemy_error(exc: psycopg.Error, conn: sa.Connection) -> BaseException:
+    """``exc`` (raised on ``conn``'s psycopg connection) as SQLAlchemy raises it elsewhere.
+
+    Every ``add_jobs`` path then raises the same classes (``sqlalchemy.exc.DBAPIError``
+    subclasses, the driver's error as ``.orig``). A lost connection is invalidated, so
+    the pool does not hand it out again.
+    """
+    error: Any = exc  # SQLAlchemy types it as its DB-API protocol's Error
+    disconnected = conn.dialect.is_disconnect(error, conn.connection.dbapi_connection, None)
+    if disconnected:
+        conn.invalidate()
+    return sa.exc.DBAPIError.instance(
+        None, None, exc, psycopg.Error, connection_invalidated=disconnected, dialect=conn.dialect
+    )
+
+
 def _tag_condition(mode: TagMatch, values: Sequence[str]) -> sa.ColumnElement[bool]:
     tags = jq.c.tags
     array = sa.cast(list(values), pg.ARRAY(sa.Text))
@@ -287,143 +301,6 @@ def _edit_metadata(updates: Mapping[str, Any]) -> dict[str, Any]:
     return meta
 
 
-class _EnqueueStatements:
-    """The enqueue statements of one schema, ready for every kind of connection.
-
-    ``text`` is :func:`pg_sql.render_statements`' result (``:name`` binds); the other
-    renderings are looked up by that text, so any ``execute(sql, params)`` callable
-    given the text statements keeps working. Built once per backend; its cache only
-    ever gains entries of the same value, so threads may share it.
-    """
-
-    def __init__(self, text: Mapping[str, str], schema: str | None, dialect: sa.Dialect) -> None:
-        native = pg_sql.render_native_statements(schema)
-        self._native = {text[name]: native[name] for name in pg_sql.ENQUEUE_STATEMENTS}
-        self._clauses = {text[name]: sa.text(text[name]) for name in pg_sql.ENQUEUE_STATEMENTS}
-        self._dialect = dialect
-        self._compiled: dict[str, sa.engine.Compiled] = {}
-
-    def native(self, sql: str) -> str:
-        """``sql`` with psycopg 3 placeholders."""
-        return self._native[sql]
-
-    def clause(self, sql: str) -> sa.TextClause:
-        """``sql`` as a SQLAlchemy text clause (built once, so its compiled form is cached)."""
-        return self._clauses[sql]
-
-    def compiled(self, sql: str) -> sa.engine.Compiled:
-        """``sql`` compiled for a DB-API connection (``pyformat`` binds)."""
-        compiled = self._compiled.get(sql)
-        if compiled is None:
-            compiled = self._compiled[sql] = self.clause(sql).compile(dialect=self._dialect)
-        return compiled
-
-
-_CLIENT_SIDE_CURSORS = tuple(
-    cls for cls in (psycopg.ClientCursor, getattr(psycopg, "RawCursor", None)) if cls is not None
-)
-
-
-def _binds_on_server(dbapi_connection: Any) -> bool:
-    """True for a psycopg 3 connection whose cursors bind parameters on the server.
-
-    Those are psycopg's default cursors; they get the psycopg-native statements. A
-    ``ClientCursor`` (Django's default with psycopg 3) and a ``RawCursor`` (``$1``
-    placeholders) get the text statements, compiled for the driver.
-    """
-    if not isinstance(dbapi_connection, psycopg.Connection):
-        return False
-    factory = dbapi_connection.cursor_factory
-    return issubclass(factory, psycopg.Cursor) and not issubclass(factory, _CLIENT_SIDE_CURSORS)
-
-
-class _CallerConnection:
-    """Runs the enqueue statements on an open connection, the caller's or ours.
-
-    Never begins, commits, rolls back or closes it. SQLAlchemy ``Connection`` and
-    ``Session`` run the statements through SQLAlchemy; any other object with a
-    ``cursor()`` method is treated as a DB-API connection (psycopg 3, psycopg2,
-    Django's ``django.db.connection``). On psycopg 3 with server-side binding (the
-    SQLAlchemy ``psycopg`` dialect, a raw psycopg connection) the statements go as
-    psycopg-native SQL; everywhere else as the text statements, compiled for the
-    driver.
-    """
-
-    def __init__(self, db: Any, statements: _EnqueueStatements) -> None:
-        self._statements = statements
-        self._sa: sa.Connection | None = None
-        self._dbapi: Any = None
-        self._native = False
-        if isinstance(db, Session | scoped_session):
-            db = db.connection()
-        if isinstance(db, sa.Connection):
-            if db.closed or db.invalidated:
-                raise InvalidJobError(f"db connection {db!r} is closed")
-            if db.dialect.name != "postgresql":
-                raise InvalidJobError(
-                    f"db must be a PostgreSQL connection, got a {db.dialect.name} connection"
-                )
-            self._sa = db
-            self._native = _binds_on_server(db.connection.dbapi_connection)
-        elif callable(getattr(db, "cursor", None)):
-            if getattr(db, "closed", False):
-                raise InvalidJobError(f"db connection {db!r} is closed")
-            self._dbapi = db
-            self._native = _binds_on_server(db)
-        else:
-            raise InvalidJobError(
-                "db must be a SQLAlchemy Connection or Session, or a DB-API connection "
-                f"(psycopg, Django's connection), got {db!r}"
-            )
-
-    def execute(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
-        """Run one of the enqueue statements (by its text) and return its rows."""
-        if self._sa is not None:
-            if self._native:
-                result = self._sa.exec_driver_sql(self._statements.native(sql), dict(params))
-            else:
-                result = self._sa.execute(self._statements.clause(sql), dict(params))
-            return list(result.all())
-        with self._dbapi.cursor() as cursor:
-            if self._native:
-                cursor.execute(self._statements.native(sql), params)
-            else:
-                compiled = self._statements.compiled(sql)
-                cursor.execute(compiled.string, compiled.construct_params(dict(params)))
-            return list(cursor.fetchall())
-
-
-def _dedupe_idempotency_keys(jobs: Sequence[NewJob]) -> tuple[list[NewJob], list[int] | None]:
-    """Drop later jobs whose key repeats an earlier one in the batch.
-
-    Returns the unique jobs and, for every input index, its index among them (None
-    when nothing was dropped). Batch placeholders are rewritten to the unique indexes.
-    """
-    first_by_key: dict[str, int] = {}
-    unique: list[NewJob] = []
-    index_map: list[int] = []
-    for job in jobs:
-        key = job.idempotency_key
-        if key is not None and key in first_by_key:
-            index_map.append(first_by_key[key])
-            continue
-        if key is not None:
-            first_by_key[key] = len(unique)
-        index_map.append(len(unique))
-        unique.append(job)
-    if len(unique) == len(jobs):
-        return unique, None
-    remapped = []
-    for job in unique:
-        ids = job.depends_on_job_ids
-        if ids and any(i < 0 for i in ids):
-            ids = [i if i >= 0 else -(index_map[-i - 1] + 1) for i in ids]
-            remapped.append(attrs.evolve(job, depends_on_job_ids=ids))
-        else:
-            remapped.append(job)
-    return remapped, index_map
-
-
 class PostgresBackend:
     """The :class:`dataqueue.backends.base.Backend` on PostgreSQL.
 
@@ -443,7 +320,10 @@ class PostgresBackend:
         del options["isolation_level"]
         self._transactional = engine.execution_options(**options)
         self._sql = pg_sql.render_statements(schema)
-        self._enqueue_sql = _EnqueueStatements(self._sql, schema, engine.dialect)
+        self._enqueuer = Enqueuer(self._sql, schema, engine.dialect)
+        # Large batches on our own connections go in pipelined chunks (psycopg 3 with a
+        # libpq of PostgreSQL 14 or later).
+        self._pipelines = engine.dialect.driver == "psycopg" and psycopg.Pipeline.is_supported()
         self._fail_sql = pg_sql.render_fail(schema)
         self._named = pg_sql.render_named(schema)
         self._advance_cache: dict[tuple[bool, bool, int], str] = {}
@@ -472,71 +352,25 @@ class PostgresBackend:
 
     # -- enqueue --------------------------------------------------------------------
 
-    def add_jobs(self, jobs: Sequence[NewJob], db: Any = None) -> list[int]:
-        if not jobs:
+    def add_jobs(self, jobs: Iterable[NewJob], count: int, db: Any = None) -> list[int]:
+        if count == 0:
             return []
-        unique, index_map = _dedupe_idempotency_keys(jobs)
         with self._translate_errors():
             if db is not None:
-                ids = self._enqueue(unique, _CallerConnection(db, self._enqueue_sql).execute)
-            else:
+                validated = list(jobs)  # before any statement: the caller's transaction
+                return self._enqueuer.add_on(db, validated)
+            if count <= PIPELINE_CHUNK or not self._pipelines:
+                validated = list(jobs)
                 with self._autocommit.connect() as conn:
-                    ids = self._enqueue(unique, _CallerConnection(conn, self._enqueue_sql).execute)
-        return ids if index_map is None else [ids[i] for i in index_map]
-
-    def _enqueue(
-        self, jobs: Sequence[NewJob], execute: Callable[[str, Mapping[str, Any]], list[Any]]
-    ) -> list[int]:
-        """Insert ``jobs`` (keys unique) and their events; return ids in input order.
-
-        ``execute(sql, params)`` runs one of ``self._sql``'s statements on an open
-        connection and returns its rows.
-        """
-        self._check_prerequisites(jobs, execute)
-        if len(jobs) == 1 and not any(i < 0 for i in jobs[0].depends_on_job_ids or ()):
-            params = pg_sql.enqueue_one_parameters(jobs[0])
-            rows = execute(self._sql["enqueue_one"], params) or [(1, None, False, None)]
-        else:
-            params = pg_sql.enqueue_parameters(jobs)
-            keyed = any(job.idempotency_key is not None for job in jobs)
-            rows = execute(self._sql["enqueue" if keyed else "enqueue_without_keys"], params)
-        ids: list[int] = [row[1] for row in rows]
-        unresolved = {
-            jobs[n].idempotency_key: n
-            for n, row in enumerate(rows)
-            if not row[2] and row[3] is None and jobs[n].idempotency_key is not None
-        }
-        if unresolved:
-            # A concurrent transaction inserted the key after our statement's snapshot
-            # was taken; a new statement sees it.
-            rows = execute(self._sql["ids_by_key"], {"keys": list(unresolved)})
-            found_keys = {row[0]: row[1] for row in rows}
-            for key, n in unresolved.items():
-                if key not in found_keys:
-                    raise InvalidJobError(
-                        "Failed to insert job and could not find existing job with "
-                        f"idempotency key {key!r}"
-                    )
-                ids[n] = found_keys[key]
-        if None in ids:  # cannot happen: only a key can make the insert skip a row
-            raise InvalidJobError("Failed to insert job: the database returned no id")
-        return ids
-
-    def _check_prerequisites(
-        self, jobs: Sequence[NewJob], execute: Callable[[str, Mapping[str, Any]], list[Any]]
-    ) -> None:
-        """Raise :class:`JobDependencyError` unless every positive prerequisite id exists."""
-        prerequisites = sorted({i for job in jobs for i in job.depends_on_job_ids or () if i > 0})
-        if not prerequisites:
-            return
-        found = {row[0] for row in execute(self._sql["existing_ids"], {"ids": prerequisites})}
-        missing = [i for i in prerequisites if i not in found]
-        if missing:
-            raise JobDependencyError(
-                "depends_on.job_ids: one or more job ids do not exist "
-                f"({', '.join(map(str, missing))})",
-                missing,
-            )
+                    return self._enqueuer.add_on(conn, validated)
+            with self._autocommit.connect() as conn:
+                raw = conn.connection.dbapi_connection
+                if not (isinstance(raw, psycopg.Connection) and binds_on_server(raw)):
+                    return self._enqueuer.add_on(conn, list(jobs))
+                try:
+                    return self._enqueuer.add_pipelined(raw, jobs, PIPELINE_CHUNK)
+                except psycopg.Error as exc:
+                    raise _as_sqlalchemy_error(exc, conn) from exc
 
     # -- reads ----------------------------------------------------------------------
 
@@ -970,7 +804,7 @@ class PostgresBackend:
                     "waiting",
                 )
                 if not overlapping:
-                    [job_id] = self._enqueue(
+                    [job_id] = self._enqueuer.enqueue(
                         [_job_from_schedule(row)],
                         lambda sql, p: list(conn.execute(sa.text(sql), dict(p)).all()),
                     )

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 import dataqueue as dq
+from dataqueue.backends.pg_enqueue import PIPELINE_CHUNK
 from dataqueue.migrate import upgrade
-from tests.conftest import run_sql, truncate_all
+from tests.conftest import libpq_url, run_sql, truncate_all, wait_for_lock_waiter
 
 UTC = dt.timezone.utc
 
@@ -53,10 +52,6 @@ _ROW_SQL = (
     " dead_letter_job_type, group_id, group_tier, depends_on_job_ids, depends_on_tags,"
     " status FROM job_queue WHERE id = :id"
 )
-
-
-def _libpq_url(database_url: str) -> str:
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _row(engine: sa.Engine, job_id: int) -> tuple[Any, ...]:
@@ -168,14 +163,6 @@ def test_batches_with_and_without_keys_return_increasing_ids_in_input_order(
 # -- connection kinds -----------------------------------------------------------------
 
 
-@pytest.fixture
-def client_cursor_engine(database_url: str) -> Iterator[sa.Engine]:
-    """An engine whose psycopg connections bind parameters client-side."""
-    eng = sa.create_engine(database_url, connect_args={"cursor_factory": psycopg.ClientCursor})
-    yield eng
-    eng.dispose()
-
-
 def _add_everything(queue: dq.JobQueue, db: Any = None) -> list[int]:
     """One single add and one batch with keys, placeholders and awkward text."""
     ids = [queue.add_job("one", {"s": AWKWARD}, tags=AWKWARD, idempotency_key="it's", db=db)]
@@ -202,7 +189,7 @@ def _run_on(kind: str, database_url: str, engine: sa.Engine, add: Callable[[Any]
             add(conn)
     else:
         factory = psycopg.ClientCursor if kind == "psycopg_client_cursor" else psycopg.Cursor
-        with psycopg.connect(_libpq_url(database_url), cursor_factory=factory) as raw:
+        with psycopg.connect(libpq_url(database_url), cursor_factory=factory) as raw:
             add(raw)
             raw.commit()
 
@@ -335,7 +322,7 @@ def test_key_committed_by_another_transaction_during_the_insert_returns_its_id(
     # The add's snapshot misses the other job, its insert waits for and then skips
     # it: the id comes from the follow-up lookup.
     results: list[int] = []
-    with psycopg.connect(_libpq_url(database_url)) as other:
+    with psycopg.connect(libpq_url(database_url)) as other:
         row = other.execute(
             "INSERT INTO job_queue (job_type, payload, idempotency_key)"
             " VALUES ('first', '{}', 'contested') RETURNING id"
@@ -343,25 +330,11 @@ def test_key_committed_by_another_transaction_during_the_insert_returns_its_id(
         assert row is not None
         thread = threading.Thread(target=lambda: results.append(add(pg_queue)))
         thread.start()
-        _wait_for_lock_waiter(engine)
+        wait_for_lock_waiter(engine)
         other.commit()
         thread.join(timeout=30)
     assert results == [row[0]]
     assert pg_queue.get_job_events(row[0]) == []  # the other insert wrote no event
-
-
-def _wait_for_lock_waiter(engine: sa.Engine) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        waiting = run_sql(
-            engine,
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )[0][0]
-        if waiting:
-            return
-        time.sleep(0.01)
-    raise AssertionError("the add never waited for the other transaction")
 
 
 def test_concurrent_batches_with_overlapping_keys_agree_on_every_id(
@@ -422,13 +395,19 @@ def test_schema_with_quotes_percent_and_colon_in_its_name(
             {"job_type": "d", "payload": 4, "depends_on": {"job_ids": [-1, first]}},
         ]
     )
-    with psycopg.connect(_libpq_url(url)) as raw:
+    with psycopg.connect(libpq_url(url)) as raw:
         ids.append(queue.add_job("e", {}, depends_on={"job_ids": [first]}, db=raw))
         raw.commit()
     assert ids[1] == first and ids[0] < ids[2] < ids[3]
     job = queue.get_job(ids[2])
     assert job is not None and job.depends_on_job_ids == [ids[0], first]
     assert len(queue.get_all_jobs()) == 4
+    bulk: list[dict[str, Any]] = [{"job_type": "bulk", "payload": i} for i in range(1200)]
+    bulk[1100]["depends_on"] = {"job_ids": [-1, first]}  # pipelined, across chunks
+    bulk_ids = queue.add_jobs(bulk)
+    job = queue.get_job(bulk_ids[1100])
+    assert job is not None and job.depends_on_job_ids == [bulk_ids[0], first]
+    assert len(queue.get_all_jobs(limit=2000)) == 4 + 1200
     engine = queue.get_engine()
     assert run_sql(engine, "SELECT to_regclass('public.job_queue')")[0][0] is None
 
@@ -441,6 +420,8 @@ def test_unmigrated_schema_raises_schema_not_ready_on_every_path(engine: sa.Engi
         queue.add_jobs([{"job_type": "a", "payload": i} for i in range(2)])
     with pytest.raises(dq.SchemaNotReadyError):
         queue.add_jobs([{"job_type": "a", "payload": i, "idempotency_key": "k"} for i in range(2)])
+    with pytest.raises(dq.SchemaNotReadyError):  # pipelined in chunks
+        queue.add_jobs([{"job_type": "a", "payload": i} for i in range(PIPELINE_CHUNK + 1)])
 
 
 def test_failures_and_dead_letters_work_in_a_schema_with_odd_characters(

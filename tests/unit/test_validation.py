@@ -65,6 +65,26 @@ def test_payload_encoding_rejects_naive_datetimes_and_nul() -> None:
     assert encode_json("\\u0000") == '"\\\\u0000"'  # an escaped backslash is fine
 
 
+@dataclasses.dataclass
+class _Pair:
+    x: float
+    y: float
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ({"bad": float("nan")}, "nan at payload['bad']"),
+        ([1, {"y": (2, float("inf"))}], "inf at payload[1]['y'][1]"),
+        (_Pair(1, float("-inf")), "-inf at payload['y']"),
+    ],
+)
+def test_payload_encoding_names_a_non_finite_float(value: object, named: str) -> None:
+    with pytest.raises(dq.InvalidJobError) as info:
+        encode_json(value)
+    assert named in str(info.value)
+
+
 def test_update_rules() -> None:
     assert v.build_update({"run_at": None, "tags": None}) == {"run_at": None, "tags": None}
     assert v.build_update({"payload": [1]}) == {"payload": "[1]"}

@@ -1,0 +1,407 @@
+"""Enqueue on PostgreSQL: the batch statement on any connection, pipelined chunks on ours.
+
+Every batch is written by :data:`pg_sql`'s enqueue statements: rows, ids and ``added``
+events in one statement. On a caller's connection (``db=``) the whole batch is
+validated first and goes as one statement, so an invalid entry never touches the
+caller's transaction. On the queue's own connection, a batch of more than
+:data:`PIPELINE_CHUNK` jobs goes as one statement per chunk, in psycopg's pipeline
+mode and in one transaction: the server writes chunk *k* while Python validates and
+encodes chunk *k + 1*, and any error rolls the whole batch back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
+from typing import Any
+
+import attrs
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, scoped_session
+
+from dataqueue.backends import pg_sql
+from dataqueue.errors import InvalidJobError, JobDependencyError
+from dataqueue.validation import NewJob
+
+#: Runs one enqueue statement (by its text) with its parameters; returns the rows.
+Execute = Callable[[str, Mapping[str, Any]], list[Any]]
+
+#: Jobs per statement of a pipelined batch. Smaller chunks start the server sooner
+#: and overlap more; each statement costs a little fixed work on the server.
+PIPELINE_CHUNK = 1000
+
+
+class _EnqueueStatements:
+    """The enqueue statements of one schema, ready for every kind of connection.
+
+    ``text`` is :func:`pg_sql.render_statements`' result (``:name`` binds); the other
+    renderings are looked up by that text, so any ``execute(sql, params)`` callable
+    given the text statements keeps working. Built once per backend; its cache only
+    ever gains entries of the same value, so threads may share it.
+    """
+
+    def __init__(self, text: Mapping[str, str], schema: str | None, dialect: sa.Dialect) -> None:
+        native = pg_sql.render_native_statements(schema)
+        self._native = {text[name]: native[name] for name in pg_sql.ENQUEUE_STATEMENTS}
+        self._clauses = {text[name]: sa.text(text[name]) for name in pg_sql.ENQUEUE_STATEMENTS}
+        self._dialect = dialect
+        self._compiled: dict[str, sa.engine.Compiled] = {}
+
+    def native(self, sql: str) -> str:
+        """``sql`` with psycopg 3 placeholders."""
+        return self._native[sql]
+
+    def clause(self, sql: str) -> sa.TextClause:
+        """``sql`` as a SQLAlchemy text clause (built once, so its compiled form is cached)."""
+        return self._clauses[sql]
+
+    def compiled(self, sql: str) -> sa.engine.Compiled:
+        """``sql`` compiled for a DB-API connection (``pyformat`` binds)."""
+        compiled = self._compiled.get(sql)
+        if compiled is None:
+            compiled = self._compiled[sql] = self.clause(sql).compile(dialect=self._dialect)
+        return compiled
+
+
+_CLIENT_SIDE_CURSORS = tuple(
+    cls for cls in (psycopg.ClientCursor, getattr(psycopg, "RawCursor", None)) if cls is not None
+)
+
+
+def binds_on_server(dbapi_connection: Any) -> bool:
+    """True for a psycopg 3 connection whose cursors bind parameters on the server.
+
+    Those are psycopg's default cursors; they get the psycopg-native statements. A
+    ``ClientCursor`` (Django's default with psycopg 3) and a ``RawCursor`` (``$1``
+    placeholders) get the text statements, compiled for the driver.
+    """
+    if not isinstance(dbapi_connection, psycopg.Connection):
+        return False
+    factory = dbapi_connection.cursor_factory
+    return issubclass(factory, psycopg.Cursor) and not issubclass(factory, _CLIENT_SIDE_CURSORS)
+
+
+class _CallerConnection:
+    """Runs the enqueue statements on an open connection, the caller's or ours.
+
+    Never begins, commits, rolls back or closes it. SQLAlchemy ``Connection`` and
+    ``Session`` run the statements through SQLAlchemy; any other object with a
+    ``cursor()`` method is treated as a DB-API connection (psycopg 3, psycopg2,
+    Django's ``django.db.connection``). On psycopg 3 with server-side binding (the
+    SQLAlchemy ``psycopg`` dialect, a raw psycopg connection) the statements go as
+    psycopg-native SQL; everywhere else as the text statements, compiled for the
+    driver.
+    """
+
+    def __init__(self, db: Any, statements: _EnqueueStatements) -> None:
+        self._statements = statements
+        self._sa: sa.Connection | None = None
+        self._dbapi: Any = None
+        self._native = False
+        if isinstance(db, Session | scoped_session):
+            db = db.connection()
+        if isinstance(db, sa.Connection):
+            if db.closed or db.invalidated:
+                raise InvalidJobError(f"db connection {db!r} is closed")
+            if db.dialect.name != "postgresql":
+                raise InvalidJobError(
+                    f"db must be a PostgreSQL connection, got a {db.dialect.name} connection"
+                )
+            self._sa = db
+            self._native = binds_on_server(db.connection.dbapi_connection)
+        elif callable(getattr(db, "cursor", None)):
+            if getattr(db, "closed", False):
+                raise InvalidJobError(f"db connection {db!r} is closed")
+            self._dbapi = db
+            self._native = binds_on_server(db)
+        else:
+            raise InvalidJobError(
+                "db must be a SQLAlchemy Connection or Session, or a DB-API connection "
+                f"(psycopg, Django's connection), got {db!r}"
+            )
+
+    def execute(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
+        """Run one of the enqueue statements (by its text) and return its rows."""
+        if self._sa is not None:
+            if self._native:
+                result = self._sa.exec_driver_sql(self._statements.native(sql), dict(params))
+            else:
+                result = self._sa.execute(self._statements.clause(sql), dict(params))
+            return list(result.all())
+        with self._dbapi.cursor() as cursor:
+            if self._native:
+                cursor.execute(self._statements.native(sql), params)
+            else:
+                compiled = self._statements.compiled(sql)
+                cursor.execute(compiled.string, compiled.construct_params(dict(params)))
+            return list(cursor.fetchall())
+
+
+def _dedupe_idempotency_keys(jobs: Sequence[NewJob]) -> tuple[list[NewJob], list[int] | None]:
+    """Drop later jobs whose key repeats an earlier one in the batch.
+
+    Returns the unique jobs and, for every input index, its index among them (None
+    when nothing was dropped). Batch placeholders are rewritten to the unique indexes.
+    """
+    first_by_key: dict[str, int] = {}
+    unique: list[NewJob] = []
+    index_map: list[int] = []
+    for job in jobs:
+        key = job.idempotency_key
+        if key is not None and key in first_by_key:
+            index_map.append(first_by_key[key])
+            continue
+        if key is not None:
+            first_by_key[key] = len(unique)
+        index_map.append(len(unique))
+        unique.append(job)
+    if len(unique) == len(jobs):
+        return unique, None
+    remapped = []
+    for job in unique:
+        ids = job.depends_on_job_ids
+        if ids and any(i < 0 for i in ids):
+            ids = [i if i >= 0 else -(index_map[-i - 1] + 1) for i in ids]
+            remapped.append(attrs.evolve(job, depends_on_job_ids=ids))
+        else:
+            remapped.append(job)
+    return remapped, index_map
+
+
+def _missing_prerequisites(missing: list[int]) -> JobDependencyError:
+    return JobDependencyError(
+        f"depends_on.job_ids: one or more job ids do not exist ({', '.join(map(str, missing))})",
+        missing,
+    )
+
+
+def _unresolved_key(key: str | None) -> InvalidJobError:
+    return InvalidJobError(
+        f"Failed to insert job and could not find existing job with idempotency key {key!r}"
+    )
+
+
+def _read_rows(jobs: Sequence[NewJob], rows: Sequence[Any]) -> tuple[list[int], dict[str, int]]:
+    """Ids from an enqueue statement's rows, and the keys it could not resolve.
+
+    A row that was neither inserted nor matched an existing key lost a race: a
+    concurrent transaction inserted the key after the statement's snapshot was taken.
+    Those keys map to their index in ``jobs``; a new statement sees them.
+    """
+    if len(rows) != len(jobs):
+        raise InvalidJobError(
+            f"Failed to insert jobs: the database returned {len(rows)} rows for {len(jobs)} jobs"
+        )
+    ids: list[int] = [row[1] for row in rows]
+    unresolved = {
+        key: n
+        for n, (job, row) in enumerate(zip(jobs, rows, strict=True))
+        if (key := job.idempotency_key) is not None and not row[2] and row[3] is None
+    }
+    return ids, unresolved
+
+
+class Enqueuer:
+    """Runs the enqueue statements of one schema (``sql``: :func:`pg_sql.render_statements`)."""
+
+    def __init__(self, sql: Mapping[str, str], schema: str | None, dialect: sa.Dialect) -> None:
+        self._sql = sql
+        self._statements = _EnqueueStatements(sql, schema, dialect)
+
+    def add_on(self, db: Any, jobs: Sequence[NewJob]) -> list[int]:
+        """Insert ``jobs`` on ``db`` (a caller's connection or ours) in one statement."""
+        execute = _CallerConnection(db, self._statements).execute
+        unique, index_map = _dedupe_idempotency_keys(jobs)
+        ids = self.enqueue(unique, execute)
+        return ids if index_map is None else [ids[i] for i in index_map]
+
+    def enqueue(self, jobs: Sequence[NewJob], execute: Execute) -> list[int]:
+        """Insert ``jobs`` (keys unique) and their events; return ids in input order.
+
+        ``execute(sql, params)`` runs one of the text statements on an open
+        connection and returns its rows.
+        """
+        self._check_prerequisites(jobs, execute)
+        if len(jobs) == 1 and not any(i < 0 for i in jobs[0].depends_on_job_ids or ()):
+            params = pg_sql.enqueue_one_parameters(jobs[0])
+            rows = execute(self._sql["enqueue_one"], params) or [(1, None, False, None)]
+        else:
+            params = pg_sql.enqueue_parameters(jobs)
+            rows = execute(self._sql[_batch_statement(jobs)], params)
+        ids, unresolved = _read_rows(jobs, rows)
+        if unresolved:
+            found = self._ids_by_key(list(unresolved), execute)
+            for key, n in unresolved.items():
+                if key not in found:
+                    raise _unresolved_key(key)
+                ids[n] = found[key]
+        if None in ids:  # cannot happen: only a key can make the insert skip a row
+            raise InvalidJobError("Failed to insert job: the database returned no id")
+        return ids
+
+    def add_pipelined(
+        self, conn: psycopg.Connection[Any], jobs: Iterable[NewJob], chunk_size: int
+    ) -> list[int]:
+        """Insert ``jobs`` on ``conn`` (ours, in autocommit mode) in pipelined chunks.
+
+        One transaction: an exception from ``jobs`` (validation) or from any statement
+        rolls back every chunk already written. The client waits for the server
+        twice: for the statements' rows (to check prerequisites and resolve keys
+        before committing) and for the commit.
+        """
+        batch = _PipelinedBatch(conn, self._native)
+        iterator = iter(jobs)
+        # The first chunk is smaller so that the server starts sooner.
+        size = max(1, chunk_size // 4)
+        with conn.pipeline() as pipeline, conn.transaction():
+            while chunk := list(islice(iterator, size)):
+                batch.send(chunk, pipeline)
+                size = chunk_size
+            pipeline.sync()
+            return batch.finish(pipeline)
+
+    def _native(self, name: str) -> str:
+        return self._statements.native(self._sql[name])
+
+    def _check_prerequisites(self, jobs: Sequence[NewJob], execute: Execute) -> None:
+        """Raise :class:`JobDependencyError` unless every positive prerequisite id exists."""
+        prerequisites = sorted({i for job in jobs for i in job.depends_on_job_ids or () if i > 0})
+        if not prerequisites:
+            return
+        found = {row[0] for row in execute(self._sql["existing_ids"], {"ids": prerequisites})}
+        missing = [i for i in prerequisites if i not in found]
+        if missing:
+            raise _missing_prerequisites(missing)
+
+    def _ids_by_key(self, keys: list[str], execute: Execute) -> dict[str, int]:
+        return {row[0]: row[1] for row in execute(self._sql["ids_by_key"], {"keys": keys})}
+
+
+def _batch_statement(jobs: Sequence[NewJob]) -> str:
+    """The leanest batch statement that can write ``jobs``."""
+    if any(job.idempotency_key is not None for job in jobs):
+        return "enqueue"
+    if any(i < 0 for job in jobs if job.depends_on_job_ids for i in job.depends_on_job_ids):
+        return "enqueue_without_keys"
+    return "enqueue_plain"
+
+
+class _PipelinedBatch:
+    """The state of one pipelined ``add_jobs`` batch while its chunks are sent.
+
+    Jobs are numbered by their index among the batch's *unique* jobs (a job repeating
+    an earlier key is not sent; it gets that job's id). A chunk's statement resolves
+    placeholders to jobs of its own chunk; a placeholder naming a job of an earlier
+    chunk becomes that job's id, read back first (the only case that waits for the
+    server mid-batch).
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], native: Callable[[str], str]) -> None:
+        self._conn = conn
+        self._native = native
+        self._unique: list[NewJob] = []
+        self._ids: list[int | None] = []
+        self._index_map: list[int] = []  # input position -> unique index
+        self._first_by_key: dict[str, int] = {}
+        self._unread: list[tuple[psycopg.Cursor[Any], int, int]] = []  # cursor, first, count
+        self._prerequisite_checks: list[tuple[psycopg.Cursor[Any], list[int]]] = []
+        self._unresolved: dict[str, int] = {}
+
+    def send(self, chunk: list[NewJob], pipeline: psycopg.Pipeline) -> None:
+        """Queue the statements of ``chunk`` (the next jobs of the batch)."""
+        first = len(self._unique)
+        jobs: list[NewJob] = []
+        prerequisites: set[int] = set()
+        for entry in chunk:
+            key = entry.idempotency_key
+            if key is not None and key in self._first_by_key:
+                self._index_map.append(self._first_by_key[key])
+                continue
+            if key is not None:
+                self._first_by_key[key] = len(self._unique)
+            job = entry
+            if entry.depends_on_job_ids:
+                prerequisites.update(i for i in entry.depends_on_job_ids if i > 0)
+                job = self._localise_placeholders(entry, first, pipeline)
+            self._index_map.append(len(self._unique))
+            self._unique.append(job)
+            self._ids.append(None)
+            jobs.append(job)
+        if not jobs:
+            return
+        if prerequisites:
+            ids = sorted(prerequisites)
+            check = self._conn.cursor()
+            check.execute(self._native("existing_ids"), {"ids": ids})
+            self._prerequisite_checks.append((check, ids))
+        cursor = self._conn.cursor()
+        cursor.execute(self._native(_batch_statement(jobs)), pg_sql.enqueue_parameters(jobs))
+        self._unread.append((cursor, first, len(jobs)))
+
+    def _localise_placeholders(self, job: NewJob, first: int, pipeline: psycopg.Pipeline) -> NewJob:
+        """``job`` with placeholders relative to its chunk (which starts at ``first``)."""
+        ids = job.depends_on_job_ids or []
+        if not any(i < 0 for i in ids):
+            return job
+        localised = []
+        for job_id in ids:
+            if job_id >= 0:
+                localised.append(job_id)
+                continue
+            target = self._index_map[-job_id - 1]
+            in_chunk = target >= first
+            localised.append(-(target - first + 1) if in_chunk else self._id_of(target, pipeline))
+        return attrs.evolve(job, depends_on_job_ids=localised)
+
+    def _id_of(self, index: int, pipeline: psycopg.Pipeline) -> int:
+        """The id of unique job ``index`` of an earlier chunk (waits for its rows)."""
+        if self._ids[index] is None or self._unique[index].idempotency_key in self._unresolved:
+            pipeline.sync()
+            self._read()
+            self._resolve_keys(pipeline)
+        job_id = self._ids[index]
+        assert job_id is not None  # read above
+        return job_id
+
+    def finish(self, pipeline: psycopg.Pipeline) -> list[int]:
+        """After the pipeline synced: check, resolve, and return the ids in input order."""
+        self._read()
+        for check, wanted in self._prerequisite_checks:
+            found = {row[0] for row in check.fetchall()}
+            check.close()
+            missing = [i for i in wanted if i not in found]
+            if missing:
+                raise _missing_prerequisites(missing)
+        self._resolve_keys(pipeline)
+        result: list[int] = []
+        for n in self._index_map:
+            job_id = self._ids[n]
+            if job_id is None:  # cannot happen: every unique job's rows were read
+                raise InvalidJobError("Failed to insert job: the database returned no id")
+            result.append(job_id)
+        return result
+
+    def _read(self) -> None:
+        """Read the rows of every statement sent and not read yet (the pipeline synced)."""
+        for cursor, first, count in self._unread:
+            rows = cursor.fetchall()
+            cursor.close()
+            ids, unresolved = _read_rows(self._unique[first : first + count], rows)
+            self._ids[first : first + count] = ids
+            self._unresolved.update((key, first + n) for key, n in unresolved.items())
+        self._unread.clear()
+
+    def _resolve_keys(self, pipeline: psycopg.Pipeline) -> None:
+        """Look up keys a concurrent transaction inserted during the batch."""
+        if not self._unresolved:
+            return
+        with self._conn.cursor() as cursor:
+            cursor.execute(self._native("ids_by_key"), {"keys": list(self._unresolved)})
+            pipeline.sync()
+            found = {row[0]: row[1] for row in cursor.fetchall()}
+        for key, n in self._unresolved.items():
+            if key not in found:
+                raise _unresolved_key(key)
+            self._ids[n] = found[key]
+        self._unresolved.clear()
