@@ -20,7 +20,11 @@ Scenarios (tables truncated before each one and before each timed batch):
    server alone writes the same rows and events (``FLOOR_SQL``: INSERT … SELECT from
    generate_series, no client data): the floor no client can go below on this
    machine, reported beside add_jobs so figures from different machines compare.
+   On the queue's own connection a batch this large is sent in pipelined chunks
+   (1,000 jobs each) in one transaction.
 3. Like 2, but every job has three tags and a unique idempotency key.
+4. Like 2, but inside the caller's transaction (``db=`` a SQLAlchemy ``Connection``,
+   commit included): the whole batch is validated first and sent as one statement.
 
 The figures are printed, never asserted: this script does not fail on slow machines.
 The targets are reported as met or missed.
@@ -174,6 +178,7 @@ def bench_add_jobs(
     make_job: JobFactory,
     *,
     floor: bool = False,
+    in_transaction: bool = False,
 ) -> dict[str, Any]:
     """One warm-up batch, then ``runs`` timed batches on freshly truncated tables.
 
@@ -189,7 +194,11 @@ def bench_add_jobs(
             floor_seconds = time_floor(engine, batch)
         truncate_tables(engine)
         started = time.perf_counter()
-        ids = queue.add_jobs(jobs)
+        if in_transaction:
+            with engine.begin() as conn:
+                ids = queue.add_jobs(jobs, db=conn)
+        else:
+            ids = queue.add_jobs(jobs)
         elapsed = time.perf_counter() - started
         rows, events = count_added_events(engine)
         if run >= 0:
@@ -229,6 +238,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             add_job = bench_add_job(queue, engine, args.jobs, args.warmup)
             add_jobs = bench_add_jobs(queue, engine, args.batch, args.runs, plain_job, floor=True)
             add_jobs_heavy = bench_add_jobs(queue, engine, args.batch, args.runs, heavy_job)
+            add_jobs_db = bench_add_jobs(
+                queue, engine, args.batch, args.runs, plain_job, in_transaction=True
+            )
             truncate_tables(engine)
         finally:
             queue.close()
@@ -239,6 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "add_job": add_job,
         "add_jobs": add_jobs,
         "add_jobs_tags_idempotency": add_jobs_heavy,
+        "add_jobs_in_caller_transaction": add_jobs_db,
         "targets": {
             "add_jobs_jobs_per_s": TARGET_BATCH_JOBS_PER_S,
             "add_jobs_met": add_jobs["jobs_per_s_median"] >= TARGET_BATCH_JOBS_PER_S,
@@ -276,6 +289,7 @@ def print_report(result: dict[str, Any]) -> None:
     for number, key, title in (
         (2, "add_jobs", "plain jobs"),
         (3, "add_jobs_tags_idempotency", "3 tags + idempotency key each"),
+        (4, "add_jobs_in_caller_transaction", "plain jobs, db= the caller's transaction"),
     ):
         many = result[key]
         print()

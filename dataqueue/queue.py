@@ -454,11 +454,12 @@ class JobQueue:
         touching the store.
 
         All-or-nothing: an invalid entry raises (naming the value) and nothing is
-        written. With ``db=``, every entry is checked before any statement runs, so
-        the caller's transaction stays usable. On the queue's own connection a batch
-        of more than 1,000 jobs is sent in chunks within one transaction, the server
-        writing one chunk while the next is checked and encoded; an invalid entry
-        there rolls that transaction back.
+        written. A batch of more than 1,000 jobs on a psycopg 3 connection is sent
+        in pipelined chunks, the server writing one chunk while the next is checked
+        and encoded: on the queue's own connection in one transaction, in the
+        caller's transaction (``db=``) under a savepoint, so that an invalid entry or
+        a failing statement undoes the batch alone and the caller's transaction stays
+        usable. Smaller batches are checked whole before their one statement runs.
         """
         entries = list(jobs)
         if not entries:

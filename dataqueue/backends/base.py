@@ -88,10 +88,9 @@ class Backend(Protocol):
         their ids in input order. All or nothing.
 
         ``jobs`` may validate each job as it is drawn and raise: then nothing may be
-        written. With ``db`` (the caller's open transaction) every job is drawn before
-        any statement runs, which keeps the caller's transaction usable. Without it, a
-        backend may write early jobs before drawing later ones, inside a transaction
-        of its own that an exception rolls back.
+        written, and the caller's transaction (``db``) must stay usable. A backend
+        may write early jobs before drawing later ones only inside a transaction
+        (or, in the caller's transaction, a savepoint) that such an exception undoes.
 
         Batch placeholders (negative ids in ``depends_on_job_ids``) refer to earlier
         jobs of ``jobs``. A job whose idempotency key exists resolves to the existing

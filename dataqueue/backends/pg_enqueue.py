@@ -11,6 +11,7 @@ encodes chunk *k + 1*, and any error rolls the whole batch back.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
 from typing import Any
@@ -18,11 +19,14 @@ from typing import Any
 import attrs
 import psycopg
 import sqlalchemy as sa
+from psycopg import pq
 from sqlalchemy.orm import Session, scoped_session
 
 from dataqueue.backends import pg_sql
 from dataqueue.errors import InvalidJobError, JobDependencyError
 from dataqueue.validation import NewJob
+
+logger = logging.getLogger("dataqueue.postgres")
 
 #: Runs one enqueue statement (by its text) with its parameters; returns the rows.
 Execute = Callable[[str, Mapping[str, Any]], list[Any]]
@@ -121,6 +125,36 @@ class _CallerConnection:
                 f"(psycopg, Django's connection), got {db!r}"
             )
 
+    @property
+    def sqlalchemy(self) -> sa.Connection | None:
+        """The SQLAlchemy connection, when the statements run through one."""
+        return self._sa
+
+    def pipeline_connection(self) -> psycopg.Connection[Any] | None:
+        """The psycopg 3 connection to pipeline a batch on, or None if there is none.
+
+        Only connections that bind on the server and are not already in pipeline
+        mode qualify (psycopg's own pipelines need libpq 14 or later).
+        """
+        raw = self._sa.connection.dbapi_connection if self._sa is not None else self._dbapi
+        if not (self._native and isinstance(raw, psycopg.Connection)):
+            return None
+        if raw.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+            return None
+        return raw if psycopg.Pipeline.is_supported() else None
+
+    def command(self, sql: str) -> None:
+        """Run a statement without parameters or rows (through SQLAlchemy if there).
+
+        Through SQLAlchemy, a connection that has not begun its transaction begins it
+        here, so that SQLAlchemy commits what follows.
+        """
+        if self._sa is not None:
+            self._sa.exec_driver_sql(sql)
+        else:
+            with self._dbapi.cursor() as cursor:
+                cursor.execute(sql)
+
     def execute(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
         """Run one of the enqueue statements (by its text) and return its rows."""
         if self._sa is not None:
@@ -169,6 +203,37 @@ def _dedupe_idempotency_keys(jobs: Sequence[NewJob]) -> tuple[list[NewJob], list
     return remapped, index_map
 
 
+#: The savepoint a pipelined batch runs under in a caller's transaction.
+_SAVEPOINT = "dataqueue_add_jobs"
+
+
+def _roll_back_to_savepoint(conn: psycopg.Connection[Any]) -> None:
+    """Undo a failed batch in the caller's transaction (errors logged, not raised:
+    the batch's own exception is the one to report)."""
+    if conn.closed or conn.broken:
+        return
+    try:
+        conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}; RELEASE SAVEPOINT {_SAVEPOINT}")
+    except psycopg.Error:
+        logger.warning("could not roll back to savepoint %s", _SAVEPOINT, exc_info=True)
+
+
+def _as_sqlalchemy_error(exc: psycopg.Error, conn: sa.Connection) -> BaseException:
+    """``exc`` (raised on ``conn``'s psycopg connection) as SQLAlchemy raises it elsewhere.
+
+    Every ``add_jobs`` path through SQLAlchemy then raises the same classes
+    (``sqlalchemy.exc.DBAPIError`` subclasses, the driver's error as ``.orig``). A
+    lost connection is invalidated, so the pool does not hand it out again.
+    """
+    error: Any = exc  # SQLAlchemy types it as its DB-API protocol's Error
+    disconnected = conn.dialect.is_disconnect(error, conn.connection.dbapi_connection, None)
+    if disconnected:
+        conn.invalidate()
+    return sa.exc.DBAPIError.instance(
+        None, None, exc, psycopg.Error, connection_invalidated=disconnected, dialect=conn.dialect
+    )
+
+
 def _missing_prerequisites(missing: list[int]) -> JobDependencyError:
     return JobDependencyError(
         f"depends_on.job_ids: one or more job ids do not exist ({', '.join(map(str, missing))})",
@@ -209,12 +274,27 @@ class Enqueuer:
         self._sql = sql
         self._statements = _EnqueueStatements(sql, schema, dialect)
 
-    def add_on(self, db: Any, jobs: Sequence[NewJob]) -> list[int]:
-        """Insert ``jobs`` on ``db`` (a caller's connection or ours) in one statement."""
-        execute = _CallerConnection(db, self._statements).execute
-        unique, index_map = _dedupe_idempotency_keys(jobs)
-        ids = self.enqueue(unique, execute)
-        return ids if index_map is None else [ids[i] for i in index_map]
+    def add_on(self, db: Any, jobs: Iterable[NewJob], count: int) -> list[int]:
+        """Insert the ``count`` jobs of ``jobs`` on ``db`` (a caller's connection or ours).
+
+        ``jobs`` may validate each job as it is drawn. A batch of up to
+        :data:`PIPELINE_CHUNK` jobs, or one on a connection that cannot pipeline, is
+        drawn whole and sent as one statement. A larger one is pipelined in chunks,
+        all or nothing (see :meth:`_add_pipelined`).
+        """
+        connection = _CallerConnection(db, self._statements)
+        raw = connection.pipeline_connection() if count > PIPELINE_CHUNK else None
+        if raw is None:
+            batch = list(jobs)
+            unique, index_map = _dedupe_idempotency_keys(batch)
+            ids = self.enqueue(unique, connection.execute)
+            return ids if index_map is None else [ids[i] for i in index_map]
+        try:
+            return self._add_pipelined(connection, raw, jobs)
+        except psycopg.Error as exc:
+            if connection.sqlalchemy is None:
+                raise
+            raise _as_sqlalchemy_error(exc, connection.sqlalchemy) from exc
 
     def enqueue(self, jobs: Sequence[NewJob], execute: Execute) -> list[int]:
         """Insert ``jobs`` (keys unique) and their events; return ids in input order.
@@ -240,26 +320,45 @@ class Enqueuer:
             raise InvalidJobError("Failed to insert job: the database returned no id")
         return ids
 
-    def add_pipelined(
-        self, conn: psycopg.Connection[Any], jobs: Iterable[NewJob], chunk_size: int
+    def _add_pipelined(
+        self, connection: _CallerConnection, conn: psycopg.Connection[Any], jobs: Iterable[NewJob]
     ) -> list[int]:
-        """Insert ``jobs`` on ``conn`` (ours, in autocommit mode) in pipelined chunks.
+        """Insert ``jobs`` on ``conn`` in pipelined chunks, all or nothing.
 
-        One transaction: an exception from ``jobs`` (validation) or from any statement
-        rolls back every chunk already written. The client waits for the server
-        twice: for the statements' rows (to check prerequisites and resolve keys
-        before committing) and for the commit.
+        With no transaction to join (our autocommit connection, or a caller's in
+        autocommit mode) the batch is a transaction of its own: as atomic as one
+        statement, committed at the end. In a caller's transaction (open, or opened
+        here as one statement would open it) the batch runs under a savepoint: an
+        exception from ``jobs`` (validation) or from a statement undoes the batch
+        alone and leaves the caller's transaction usable and unchanged.
         """
+        if conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
+            # Pipeline first: BEGIN and COMMIT then travel with the statements.
+            with conn.pipeline() as pipeline, conn.transaction():
+                return self._send(conn, jobs, pipeline)
+        connection.command(f"SAVEPOINT {_SAVEPOINT}")
+        try:
+            with conn.pipeline() as pipeline:
+                ids = self._send(conn, jobs, pipeline)
+        except BaseException:
+            _roll_back_to_savepoint(conn)
+            raise
+        conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+        return ids
+
+    def _send(
+        self, conn: psycopg.Connection[Any], jobs: Iterable[NewJob], pipeline: psycopg.Pipeline
+    ) -> list[int]:
+        """Send ``jobs`` chunk by chunk, then read and check every result."""
         batch = _PipelinedBatch(conn, self._native)
         iterator = iter(jobs)
         # The first chunk is smaller so that the server starts sooner.
-        size = max(1, chunk_size // 4)
-        with conn.pipeline() as pipeline, conn.transaction():
-            while chunk := list(islice(iterator, size)):
-                batch.send(chunk, pipeline)
-                size = chunk_size
-            pipeline.sync()
-            return batch.finish(pipeline)
+        size = max(1, PIPELINE_CHUNK // 4)
+        while chunk := list(islice(iterator, size)):
+            batch.send(chunk, pipeline)
+            size = PIPELINE_CHUNK
+        pipeline.sync()
+        return batch.finish(pipeline)
 
     def _native(self, name: str) -> str:
         return self._statements.native(self._sql[name])

@@ -19,12 +19,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import attrs
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from dataqueue import schema
-from dataqueue.backends import pg_sql
+from dataqueue.backends import pg_enqueue, pg_sql
 from dataqueue.backends.base import (
     ClaimedJob,
     ClaimRequest,
@@ -32,7 +31,7 @@ from dataqueue.backends.base import (
     FailResult,
     Failure,
 )
-from dataqueue.backends.pg_enqueue import PIPELINE_CHUNK, Enqueuer, binds_on_server
+from dataqueue.backends.pg_enqueue import Enqueuer
 from dataqueue.config import reset_engine_after_fork
 from dataqueue.enums import FailureReason, JobEventType, JobStatus, TagMatch
 from dataqueue.errors import (
@@ -207,22 +206,6 @@ def _schema_error(exc: BaseException) -> SchemaNotReadyError | None:
     return None
 
 
-def _as_sqlalchemy_error(exc: psycopg.Error, conn: sa.Connection) -> BaseException:
-    """``exc`` (raised on ``conn``'s psycopg connection) as SQLAlchemy raises it elsewhere.
-
-    Every ``add_jobs`` path then raises the same classes (``sqlalchemy.exc.DBAPIError``
-    subclasses, the driver's error as ``.orig``). A lost connection is invalidated, so
-    the pool does not hand it out again.
-    """
-    error: Any = exc  # SQLAlchemy types it as its DB-API protocol's Error
-    disconnected = conn.dialect.is_disconnect(error, conn.connection.dbapi_connection, None)
-    if disconnected:
-        conn.invalidate()
-    return sa.exc.DBAPIError.instance(
-        None, None, exc, psycopg.Error, connection_invalidated=disconnected, dialect=conn.dialect
-    )
-
-
 def _tag_condition(mode: TagMatch, values: Sequence[str]) -> sa.ColumnElement[bool]:
     tags = jq.c.tags
     array = sa.cast(list(values), pg.ARRAY(sa.Text))
@@ -321,9 +304,6 @@ class PostgresBackend:
         self._transactional = engine.execution_options(**options)
         self._sql = pg_sql.render_statements(schema)
         self._enqueuer = Enqueuer(self._sql, schema, engine.dialect)
-        # Large batches on our own connections go in pipelined chunks (psycopg 3 with a
-        # libpq of PostgreSQL 14 or later).
-        self._pipelines = engine.dialect.driver == "psycopg" and psycopg.Pipeline.is_supported()
         self._fail_sql = pg_sql.render_fail(schema)
         self._named = pg_sql.render_named(schema)
         self._advance_cache: dict[tuple[bool, bool, int], str] = {}
@@ -357,20 +337,11 @@ class PostgresBackend:
             return []
         with self._translate_errors():
             if db is not None:
-                validated = list(jobs)  # before any statement: the caller's transaction
-                return self._enqueuer.add_on(db, validated)
-            if count <= PIPELINE_CHUNK or not self._pipelines:
-                validated = list(jobs)
-                with self._autocommit.connect() as conn:
-                    return self._enqueuer.add_on(conn, validated)
+                return self._enqueuer.add_on(db, jobs, count)
+            if count <= pg_enqueue.PIPELINE_CHUNK:
+                jobs = list(jobs)  # validated before a pooled connection is taken
             with self._autocommit.connect() as conn:
-                raw = conn.connection.dbapi_connection
-                if not (isinstance(raw, psycopg.Connection) and binds_on_server(raw)):
-                    return self._enqueuer.add_on(conn, list(jobs))
-                try:
-                    return self._enqueuer.add_pipelined(raw, jobs, PIPELINE_CHUNK)
-                except psycopg.Error as exc:
-                    raise _as_sqlalchemy_error(exc, conn) from exc
+                return self._enqueuer.add_on(conn, jobs, count)
 
     # -- reads ----------------------------------------------------------------------
 

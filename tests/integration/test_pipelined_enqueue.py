@@ -1,7 +1,9 @@
-"""Large add_jobs batches on the queue's own connection: pipelined chunks, one transaction.
+"""Large add_jobs batches: pipelined chunks, all or nothing.
 
-Most tests shrink the chunk size to 10 jobs so a few dozen jobs cross several chunks
-(the first chunk is a quarter of the size). One test uses the real size.
+On the queue's own connection a batch is one transaction; in a caller's transaction
+(``db=``) it runs under a savepoint. Most tests shrink the chunk size to 10 jobs so a
+few dozen jobs cross several chunks (the first chunk is a quarter of the size). One
+test uses the real size.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 import dataqueue as dq
-import dataqueue.backends.postgres as postgres_backend
+from dataqueue.backends import pg_enqueue
 from dataqueue.backends.pg_enqueue import PIPELINE_CHUNK
 from dataqueue.migrate import upgrade
 from tests.conftest import libpq_url, run_sql, wait_for_lock_waiter
@@ -25,7 +28,7 @@ SMALL_CHUNK = 10
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postgres_backend, "PIPELINE_CHUNK", SMALL_CHUNK)
+    monkeypatch.setattr(pg_enqueue, "PIPELINE_CHUNK", SMALL_CHUNK)
 
 
 @pytest.fixture
@@ -256,17 +259,97 @@ def test_engine_binding_on_the_client_sends_large_batches_as_one_statement(
     assert job is not None and job.tags == ["it's", "%s"] and job.payload == {"i": 34}
 
 
-def test_caller_connection_gets_every_entry_checked_before_any_statement(
+# -- in the caller's transaction (db=) ------------------------------------------------
+
+
+def test_large_batch_in_a_caller_transaction_commits_and_rolls_back_with_it(
     small_chunks: None, pg_queue: dq.JobQueue, engine: sa.Engine
 ) -> None:
-    # With db=, a large batch is still validated first: the caller's transaction
-    # stays usable after an invalid entry (W-TX-1).
+    with engine.connect() as conn, conn.begin() as transaction:
+        ids = pg_queue.add_jobs(_jobs(35), db=conn)
+        assert len(ids) == 35 and ids == sorted(ids)
+        transaction.rollback()
+    assert _counts(engine) == (0, 0)
+    with engine.connect() as conn, conn.begin():
+        pg_queue.add_job("mine", {}, db=conn)
+        ids = pg_queue.add_jobs(_jobs(35), db=conn)
+    assert _counts(engine) == (36, 36)
+
+
+def test_large_batch_on_a_connection_that_has_not_begun_joins_its_transaction(
+    small_chunks: None, pg_queue: dq.JobQueue, engine: sa.Engine, database_url: str
+) -> None:
+    # SQLAlchemy's autobegin: the batch begins the transaction, the caller commits it.
+    with engine.connect() as conn:
+        pg_queue.add_jobs(_jobs(35), db=conn)
+        assert conn.in_transaction()
+        conn.commit()
+    with engine.connect() as conn:
+        pg_queue.add_jobs(_jobs(35), db=conn)  # closed without commit: rolled back
+    with Session(engine) as session:
+        pg_queue.add_jobs(_jobs(35), db=session)
+        session.commit()
+    # psycopg outside autocommit: the batch opens the transaction and leaves it open.
+    with psycopg.connect(libpq_url(database_url)) as raw:
+        pg_queue.add_jobs(_jobs(35), db=raw)
+        assert raw.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        raw.rollback()
+    assert _counts(engine) == (70, 70)
+
+
+def test_large_batch_on_an_autocommit_connection_is_atomic_and_committed(
+    small_chunks: None, pg_queue: dq.JobQueue, engine: sa.Engine, database_url: str
+) -> None:
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as raw:
+        bad = _jobs(35)
+        bad[30]["priority"] = "high"
+        with pytest.raises(dq.InvalidJobError, match="high"):
+            pg_queue.add_jobs(bad, db=raw)
+        assert _counts(engine) == (0, 0)
+        pg_queue.add_jobs(_jobs(35), db=raw)
+        assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert _counts(engine) == (35, 35)
+
+
+def test_invalid_entry_in_a_caller_transaction_undoes_only_the_batch(
+    small_chunks: None, pg_queue: dq.JobQueue, engine: sa.Engine
+) -> None:
+    # W-TX-1: the caller's transaction stays usable and keeps its own writes.
     jobs = _jobs(35)
     jobs[30]["max_attempts"] = 0
     with engine.connect() as conn, conn.begin():
         pg_queue.add_job("kept", {}, db=conn)
         with pytest.raises(dq.InvalidJobError, match="max_attempts"):
             pg_queue.add_jobs(jobs, db=conn)
+        assert conn.exec_driver_sql("SELECT count(*) FROM job_queue").scalar() == 1
         ids = pg_queue.add_jobs(_jobs(35), db=conn)
     assert len(ids) == 35
     assert _counts(engine) == (36, 36)
+
+
+def test_database_error_in_a_caller_transaction_undoes_only_the_batch(
+    small_chunks: None, own_database: tuple[dq.JobQueue, sa.Engine], fresh_database_url: str
+) -> None:
+    queue, engine = own_database
+    run_sql(
+        engine,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+        " 'BEGIN IF NEW.job_type = ''refused'' THEN RAISE EXCEPTION ''refused by trigger'';"
+        " END IF; RETURN NEW; END';"
+        " CREATE TRIGGER refuse BEFORE INSERT ON job_queue"
+        " FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    jobs = _jobs(35)
+    jobs[27]["job_type"] = "refused"
+    with engine.connect() as conn, conn.begin():
+        queue.add_job("kept", {}, db=conn)
+        with pytest.raises(sa.exc.DBAPIError, match="refused by trigger"):
+            queue.add_jobs(jobs, db=conn)
+        queue.add_job("also kept", {}, db=conn)
+    with psycopg.connect(libpq_url(fresh_database_url)) as raw:
+        raw.execute("INSERT INTO job_queue (job_type, payload) VALUES ('raw', '{}')")
+        with pytest.raises(psycopg.errors.RaiseException):  # a raw connection: raw errors
+            queue.add_jobs(jobs, db=raw)
+        raw.commit()
+    types = sorted(row[0] for row in run_sql(engine, "SELECT job_type FROM job_queue"))
+    assert types == ["also kept", "kept", "raw"]
