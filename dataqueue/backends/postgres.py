@@ -4,8 +4,8 @@ Every operation is a single SQL statement run in autocommit mode: one round trip
 and atomic by itself. A state change and the events it writes are one statement
 (data-modifying CTEs), so an event can never be lost or written for a change that
 did not happen (W-EV-1, W-EV-2). Only ``add_jobs`` may run on the caller's
-connection (``db=``), where the same single statement joins the caller's
-transaction.
+connection (``db=``), where it joins the caller's transaction; large batches go in
+pipelined chunks (:mod:`dataqueue.backends.pg_enqueue`).
 """
 
 from __future__ import annotations
