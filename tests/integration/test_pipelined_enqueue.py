@@ -63,6 +63,18 @@ def _transactions(engine: sa.Engine) -> int:
     )
 
 
+def _refuse_job_type_refused(engine: sa.Engine) -> None:
+    """Make PostgreSQL raise "refused by trigger" when a job of type 'refused' is inserted."""
+    run_sql(
+        engine,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+        " 'BEGIN IF NEW.job_type = ''refused'' THEN RAISE EXCEPTION ''refused by trigger'';"
+        " END IF; RETURN NEW; END';"
+        " CREATE TRIGGER refuse BEFORE INSERT ON job_queue"
+        " FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+
+
 def _jobs(count: int, **options: Any) -> list[dict[str, Any]]:
     return [{"job_type": "bulk", "payload": {"i": i}, **options} for i in range(count)]
 
@@ -181,14 +193,7 @@ def test_database_error_in_any_chunk_rolls_back_every_chunk(
     position: int, small_chunks: None, own_database: tuple[dq.JobQueue, sa.Engine]
 ) -> None:
     queue, engine = own_database
-    run_sql(
-        engine,
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
-        " 'BEGIN IF NEW.job_type = ''refused'' THEN RAISE EXCEPTION ''refused by trigger'';"
-        " END IF; RETURN NEW; END';"
-        " CREATE TRIGGER refuse BEFORE INSERT ON job_queue"
-        " FOR EACH ROW EXECUTE FUNCTION refuse()",
-    )
+    _refuse_job_type_refused(engine)
     jobs = _jobs(35)
     jobs[position]["job_type"] = "refused"
     # The same exception class as every other path (SQLAlchemy's, the driver's inside).
@@ -331,14 +336,7 @@ def test_database_error_in_a_caller_transaction_undoes_only_the_batch(
     small_chunks: None, own_database: tuple[dq.JobQueue, sa.Engine], fresh_database_url: str
 ) -> None:
     queue, engine = own_database
-    run_sql(
-        engine,
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
-        " 'BEGIN IF NEW.job_type = ''refused'' THEN RAISE EXCEPTION ''refused by trigger'';"
-        " END IF; RETURN NEW; END';"
-        " CREATE TRIGGER refuse BEFORE INSERT ON job_queue"
-        " FOR EACH ROW EXECUTE FUNCTION refuse()",
-    )
+    _refuse_job_type_refused(engine)
     jobs = _jobs(35)
     jobs[27]["job_type"] = "refused"
     with engine.connect() as conn, conn.begin():
