@@ -1,12 +1,13 @@
-"""Enqueue on PostgreSQL: the batch statement on any connection, pipelined chunks on ours.
+"""Enqueue on PostgreSQL: one batch statement, or pipelined chunks for large batches.
 
 Every batch is written by :data:`pg_sql`'s enqueue statements: rows, ids and ``added``
-events in one statement. On a caller's connection (``db=``) the whole batch is
-validated first and goes as one statement, so an invalid entry never touches the
-caller's transaction. On the queue's own connection, a batch of more than
-:data:`PIPELINE_CHUNK` jobs goes as one statement per chunk, in psycopg's pipeline
-mode and in one transaction: the server writes chunk *k* while Python validates and
-encodes chunk *k + 1*, and any error rolls the whole batch back.
+events in one statement. A batch of up to :data:`PIPELINE_CHUNK` jobs, or one on a
+connection that cannot pipeline (Django's, client-side binding), is validated whole
+and goes as one statement, so an invalid entry never reaches the database. A larger
+batch on a psycopg 3 connection goes as one statement per chunk in psycopg's pipeline
+mode: the server writes chunk *k* while Python validates and encodes chunk *k + 1*.
+It is all or nothing: on our own connection in one transaction, in a caller's
+transaction under a savepoint that a failure rolls back to.
 """
 
 from __future__ import annotations
@@ -172,35 +173,55 @@ class _CallerConnection:
             return list(cursor.fetchall())
 
 
-def _dedupe_idempotency_keys(jobs: Sequence[NewJob]) -> tuple[list[NewJob], list[int] | None]:
-    """Drop later jobs whose key repeats an earlier one in the batch.
+class _UniqueJobs:
+    """Numbers a batch's jobs among its *unique* ones, chunk by chunk.
 
-    Returns the unique jobs and, for every input index, its index among them (None
-    when nothing was dropped). Batch placeholders are rewritten to the unique indexes.
+    A job repeating an earlier job's idempotency key is dropped and gets that job's
+    number (its id, later). Placeholders (``-n``: the batch's job ``n - 1``) are made
+    relative to the chunk being taken; one naming a job of an earlier chunk becomes
+    that job's id, which ``id_of`` supplies.
     """
-    first_by_key: dict[str, int] = {}
-    unique: list[NewJob] = []
-    index_map: list[int] = []
-    for job in jobs:
-        key = job.idempotency_key
-        if key is not None and key in first_by_key:
-            index_map.append(first_by_key[key])
-            continue
-        if key is not None:
-            first_by_key[key] = len(unique)
-        index_map.append(len(unique))
-        unique.append(job)
-    if len(unique) == len(jobs):
-        return unique, None
-    remapped = []
-    for job in unique:
-        ids = job.depends_on_job_ids
-        if ids and any(i < 0 for i in ids):
-            ids = [i if i >= 0 else -(index_map[-i - 1] + 1) for i in ids]
-            remapped.append(attrs.evolve(job, depends_on_job_ids=ids))
-        else:
-            remapped.append(job)
-    return remapped, index_map
+
+    def __init__(self) -> None:
+        self.jobs: list[NewJob] = []
+        self.index_map: list[int] = []  # input position -> unique index
+        self._first_by_key: dict[str, int] = {}
+
+    def take(
+        self, chunk: Iterable[NewJob], id_of: Callable[[int], int] | None = None
+    ) -> list[NewJob]:
+        """The unique jobs of ``chunk`` (the batch's next jobs), ready to send."""
+        first = len(self.jobs)
+        taken: list[NewJob] = []
+        for entry in chunk:
+            key = entry.idempotency_key
+            if key is not None and key in self._first_by_key:
+                self.index_map.append(self._first_by_key[key])
+                continue
+            if key is not None:
+                self._first_by_key[key] = len(self.jobs)
+            job = entry
+            if entry.depends_on_job_ids and any(i < 0 for i in entry.depends_on_job_ids):
+                job = self._localise(entry, first, id_of)
+            self.index_map.append(len(self.jobs))
+            self.jobs.append(job)
+            taken.append(job)
+        return taken
+
+    def _localise(self, job: NewJob, first: int, id_of: Callable[[int], int] | None) -> NewJob:
+        localised = []
+        for job_id in job.depends_on_job_ids or ():
+            if job_id >= 0:
+                localised.append(job_id)
+                continue
+            target = self.index_map[-job_id - 1]
+            if target >= first:
+                localised.append(-(target - first + 1))
+            elif id_of is None:  # cannot happen: one chunk starts at 0
+                raise InvalidJobError(f"placeholder {job_id} names a job of an earlier chunk")
+            else:
+                localised.append(id_of(target))
+        return attrs.evolve(job, depends_on_job_ids=localised)
 
 
 #: The savepoint a pipelined batch runs under in a caller's transaction.
@@ -285,10 +306,9 @@ class Enqueuer:
         connection = _CallerConnection(db, self._statements)
         raw = connection.pipeline_connection() if count > PIPELINE_CHUNK else None
         if raw is None:
-            batch = list(jobs)
-            unique, index_map = _dedupe_idempotency_keys(batch)
-            ids = self.enqueue(unique, connection.execute)
-            return ids if index_map is None else [ids[i] for i in index_map]
+            unique = _UniqueJobs()
+            ids = self.enqueue(unique.take(jobs), connection.execute)
+            return [ids[i] for i in unique.index_map]
         try:
             return self._add_pipelined(connection, raw, jobs)
         except psycopg.Error as exc:
@@ -389,46 +409,29 @@ def _batch_statement(jobs: Sequence[NewJob]) -> str:
 class _PipelinedBatch:
     """The state of one pipelined ``add_jobs`` batch while its chunks are sent.
 
-    Jobs are numbered by their index among the batch's *unique* jobs (a job repeating
-    an earlier key is not sent; it gets that job's id). A chunk's statement resolves
-    placeholders to jobs of its own chunk; a placeholder naming a job of an earlier
-    chunk becomes that job's id, read back first (the only case that waits for the
-    server mid-batch).
+    Jobs are numbered as :class:`_UniqueJobs` does. A placeholder naming a job of an
+    earlier chunk needs that job's id, read back first: the only case that waits for
+    the server mid-batch.
     """
 
     def __init__(self, conn: psycopg.Connection[Any], native: Callable[[str], str]) -> None:
         self._conn = conn
         self._native = native
-        self._unique: list[NewJob] = []
-        self._ids: list[int | None] = []
-        self._index_map: list[int] = []  # input position -> unique index
-        self._first_by_key: dict[str, int] = {}
+        self._unique = _UniqueJobs()
+        self._ids: list[int | None] = []  # by unique index; None until read
         self._unread: list[tuple[psycopg.Cursor[Any], int, int]] = []  # cursor, first, count
         self._prerequisite_checks: list[tuple[psycopg.Cursor[Any], list[int]]] = []
         self._unresolved: dict[str, int] = {}
 
     def send(self, chunk: list[NewJob], pipeline: psycopg.Pipeline) -> None:
         """Queue the statements of ``chunk`` (the next jobs of the batch)."""
-        first = len(self._unique)
-        jobs: list[NewJob] = []
-        prerequisites: set[int] = set()
-        for entry in chunk:
-            key = entry.idempotency_key
-            if key is not None and key in self._first_by_key:
-                self._index_map.append(self._first_by_key[key])
-                continue
-            if key is not None:
-                self._first_by_key[key] = len(self._unique)
-            job = entry
-            if entry.depends_on_job_ids:
-                prerequisites.update(i for i in entry.depends_on_job_ids if i > 0)
-                job = self._localise_placeholders(entry, first, pipeline)
-            self._index_map.append(len(self._unique))
-            self._unique.append(job)
-            self._ids.append(None)
-            jobs.append(job)
+        first = len(self._unique.jobs)
+        jobs = self._unique.take(chunk, lambda index: self._id_of(index, pipeline))
         if not jobs:
             return
+        self._ids.extend([None] * len(jobs))
+        # Ids that replaced placeholders are jobs of this transaction: they exist.
+        prerequisites = {i for job in jobs for i in job.depends_on_job_ids or () if i > 0}
         if prerequisites:
             ids = sorted(prerequisites)
             check = self._conn.cursor()
@@ -438,24 +441,10 @@ class _PipelinedBatch:
         cursor.execute(self._native(_batch_statement(jobs)), pg_sql.enqueue_parameters(jobs))
         self._unread.append((cursor, first, len(jobs)))
 
-    def _localise_placeholders(self, job: NewJob, first: int, pipeline: psycopg.Pipeline) -> NewJob:
-        """``job`` with placeholders relative to its chunk (which starts at ``first``)."""
-        ids = job.depends_on_job_ids or []
-        if not any(i < 0 for i in ids):
-            return job
-        localised = []
-        for job_id in ids:
-            if job_id >= 0:
-                localised.append(job_id)
-                continue
-            target = self._index_map[-job_id - 1]
-            in_chunk = target >= first
-            localised.append(-(target - first + 1) if in_chunk else self._id_of(target, pipeline))
-        return attrs.evolve(job, depends_on_job_ids=localised)
-
     def _id_of(self, index: int, pipeline: psycopg.Pipeline) -> int:
         """The id of unique job ``index`` of an earlier chunk (waits for its rows)."""
-        if self._ids[index] is None or self._unique[index].idempotency_key in self._unresolved:
+        key = self._unique.jobs[index].idempotency_key
+        if self._ids[index] is None or key in self._unresolved:
             pipeline.sync()
             self._read()
             self._resolve_keys(pipeline)
@@ -474,7 +463,7 @@ class _PipelinedBatch:
                 raise _missing_prerequisites(missing)
         self._resolve_keys(pipeline)
         result: list[int] = []
-        for n in self._index_map:
+        for n in self._unique.index_map:
             job_id = self._ids[n]
             if job_id is None:  # cannot happen: every unique job's rows were read
                 raise InvalidJobError("Failed to insert job: the database returned no id")
@@ -486,7 +475,7 @@ class _PipelinedBatch:
         for cursor, first, count in self._unread:
             rows = cursor.fetchall()
             cursor.close()
-            ids, unresolved = _read_rows(self._unique[first : first + count], rows)
+            ids, unresolved = _read_rows(self._unique.jobs[first : first + count], rows)
             self._ids[first : first + count] = ids
             self._unresolved.update((key, first + n) for key, n in unresolved.items())
         self._unread.clear()

@@ -351,3 +351,25 @@ def test_database_error_in_a_caller_transaction_undoes_only_the_batch(
         raw.commit()
     types = sorted(row[0] for row in run_sql(engine, "SELECT job_type FROM job_queue"))
     assert types == ["also kept", "kept", "raw"]
+
+
+def test_caller_connection_already_in_pipeline_mode_gets_one_statement(
+    small_chunks: None, pg_queue: dq.JobQueue, engine: sa.Engine, database_url: str
+) -> None:
+    # Inside the caller's own pipeline our savepoint could not be rolled back to: an
+    # invalid entry must still leave the caller's transaction usable (W-TX-1).
+    jobs = _jobs(35)
+    jobs[30]["depends_on"] = {"job_ids": [dq.batch_dep_ref(2)]}
+    bad = _jobs(35)
+    bad[30]["payload"] = float("nan")
+    with psycopg.connect(libpq_url(database_url)) as raw:
+        with raw.pipeline():
+            raw.execute("INSERT INTO job_queue (job_type, payload) VALUES ('mine', '{}')")
+            with pytest.raises(dq.InvalidJobError, match="nan"):
+                pg_queue.add_jobs(bad, db=raw)
+            ids = pg_queue.add_jobs(jobs, db=raw)
+        raw.commit()
+    assert len(ids) == 35 and ids == sorted(ids)
+    job = pg_queue.get_job(ids[30])
+    assert job is not None and job.depends_on_job_ids == [ids[2]]
+    assert _counts(engine) == (36, 35)
