@@ -26,7 +26,10 @@ from sqlalchemy.engine import make_url
 DATABASE_URL_ENV = "DATAQUEUE_BENCH_DATABASE_URL"
 
 #: Every dataqueue table, for :func:`truncate_tables`.
-TRUNCATE_SQL = "TRUNCATE job_events, waitpoints, cron_schedules, job_queue RESTART IDENTITY CASCADE"
+TRUNCATE_SQL = (
+    "TRUNCATE job_events, waitpoints, cron_schedules, job_queue, dataqueue_workers"
+    " RESTART IDENTITY CASCADE"
+)
 
 #: Server settings worth printing next to the figures (they decide commit cost).
 REPORTED_SETTINGS = ("fsync", "synchronous_commit", "shared_buffers", "jit")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from dataqueue.enums import FailureReason, JobEventType, JobStatus, TagMatch
+from dataqueue.enums import ALL_JOB_TYPES, FailureReason, JobEventType, JobStatus, TagMatch
 from dataqueue.errors import (
     ConfigurationError,
     DataQueueError,
@@ -88,6 +88,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ALL_JOB_TYPES",
     "AbortSignal",
     "ConfigurationError",
     "CronScheduleRecord",

@@ -19,7 +19,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from dataqueue.errors import ConfigurationError
-from dataqueue.worker import milliseconds, one_line, positive_int
+from dataqueue.worker import milliseconds, one_line, positive_int, seconds_arg
 
 if TYPE_CHECKING:
     from dataqueue.queue import JobQueue
@@ -143,19 +143,77 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
             "drains running jobs, a second exits at once. Settings come from the flags, then "
             "DATAQUEUE_* environment variables (DATAQUEUE_DATABASE_URL, DATAQUEUE_BATCH_SIZE, "
             "DATAQUEUE_CONCURRENCY, DATAQUEUE_GROUP_CONCURRENCY, DATAQUEUE_POLL_INTERVAL, "
-            "DATAQUEUE_SUPERVISOR_INTERVAL), then the defaults."
+            "DATAQUEUE_SUPERVISOR_INTERVAL, DATAQUEUE_HEARTBEAT_INTERVAL, "
+            "DATAQUEUE_HEARTBEAT_TIMEOUT, DATAQUEUE_STUCK_TIMEOUT, DATAQUEUE_DRAIN_TIMEOUT), "
+            "then the defaults. Exit status: 0 after a clean drain, 1 if jobs were still "
+            "running when the drain timed out (their ids are logged), 2 for bad usage."
         ),
     )
-    parser.add_argument("handlers", metavar="MODULE:HANDLERS")
-    parser.add_argument("--database-url", metavar="URL")
-    parser.add_argument("--job-type", action="append", metavar="T", help="repeatable")
-    parser.add_argument("--batch-size", type=positive_int, metavar="N")
-    parser.add_argument("--concurrency", type=positive_int, metavar="N")
-    parser.add_argument("--group-concurrency", type=positive_int, metavar="N")
-    parser.add_argument("--poll-interval", type=milliseconds, metavar="MS")
-    parser.add_argument("--no-supervisor", action="store_true")
-    parser.add_argument("--supervisor-interval", type=milliseconds, metavar="MS")
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "handlers",
+        metavar="MODULE:HANDLERS",
+        help="the handler mapping to run, e.g. myapp.jobs:HANDLERS",
+    )
+    parser.add_argument(
+        "--database-url", metavar="URL", help="PostgreSQL URL (default: DATAQUEUE_DATABASE_URL)"
+    )
+    parser.add_argument(
+        "--job-type",
+        action="append",
+        metavar="T",
+        help="claim only this job type (repeatable; default: the handlers' types; "
+        "'*' claims every type, failing those without a handler)",
+    )
+    parser.add_argument("--batch-size", type=positive_int, metavar="N", help="jobs per claim (10)")
+    parser.add_argument(
+        "--concurrency", type=positive_int, metavar="N", help="jobs running at once (3)"
+    )
+    parser.add_argument(
+        "--group-concurrency",
+        type=positive_int,
+        metavar="N",
+        help="most running jobs per group across all workers (no limit)",
+    )
+    parser.add_argument(
+        "--poll-interval", type=milliseconds, metavar="MS", help="ms between polls (5000)"
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=seconds_arg,
+        metavar="S",
+        help="seconds between heartbeats refreshing the locks of running jobs (5)",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=seconds_arg,
+        metavar="S",
+        help="seconds without a heartbeat after which a worker's jobs are reclaimed; "
+        "at least 3 heartbeat intervals (20)",
+    )
+    parser.add_argument(
+        "--stuck-timeout",
+        type=seconds_arg,
+        metavar="S",
+        help="seconds after which jobs locked by workers that do not heartbeat "
+        "(e.g. a Node.js worker) are reclaimed (600)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=seconds_arg,
+        metavar="S",
+        help="seconds to wait for running jobs on SIGTERM/SIGINT; exit status 1 if some "
+        "were still running (30)",
+    )
+    parser.add_argument(
+        "--no-supervisor", action="store_true", help="run no maintenance loop in this worker"
+    )
+    parser.add_argument(
+        "--supervisor-interval",
+        type=milliseconds,
+        metavar="MS",
+        help="ms between maintenance runs (60000)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log what the worker does")
     parser.set_defaults(handler=_run_worker)
 
 
@@ -168,6 +226,10 @@ def _worker_settings(args: argparse.Namespace) -> dict[str, object]:
         ("group_concurrency", "GROUP_CONCURRENCY", positive_int, None),
         ("poll_interval", "POLL_INTERVAL", milliseconds, 5000),
         ("supervisor_interval", "SUPERVISOR_INTERVAL", milliseconds, 60000),
+        ("heartbeat_interval", "HEARTBEAT_INTERVAL", seconds_arg, 5.0),
+        ("heartbeat_timeout", "HEARTBEAT_TIMEOUT", seconds_arg, 20.0),
+        ("stuck_timeout", "STUCK_TIMEOUT", seconds_arg, 600.0),
+        ("drain_timeout", "DRAIN_TIMEOUT", seconds_arg, 30.0),
     ):
         value = getattr(args, name)
         if value is None:
@@ -202,20 +264,31 @@ def _run_worker(args: argparse.Namespace) -> int:
             "concurrency": settings["concurrency"],
             "group_concurrency": settings["group_concurrency"],
             "poll_interval": settings["poll_interval"],
-            "job_type": args.job_type,
+            "job_type": "*" if args.job_type == ["*"] else args.job_type,
+            "heartbeat_interval": settings["heartbeat_interval"],
+            "heartbeat_timeout": settings["heartbeat_timeout"],
             "verbose": args.verbose,
         }
         supervisor_options = (
             None
             if args.no_supervisor
-            else {"interval_ms": settings["supervisor_interval"], "verbose": args.verbose}
+            else {
+                "interval_ms": settings["supervisor_interval"],
+                "stuck_jobs_timeout": settings["stuck_timeout"],
+                "verbose": args.verbose,
+            }
         )
-        return run_worker(
-            queue,
-            handlers,
-            processor_options=processor_options,
-            supervisor_options=supervisor_options,
-        )
+        try:
+            return run_worker(
+                queue,
+                handlers,
+                processor_options=processor_options,
+                supervisor_options=supervisor_options,
+                drain_timeout_ms=float(settings["drain_timeout"]) * 1000,  # type: ignore[arg-type]
+            )
+        except (ConfigurationError, TypeError) as exc:
+            print(f"{PROGRAM} worker: {exc}", file=sys.stderr)
+            return EXIT_USAGE
 
 
 def _add_demo_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -231,8 +304,7 @@ def _add_demo_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
     parser.add_argument("--database-url", metavar="URL")
     parser.add_argument("--no-dashboard", action="store_true", help="exit after the demo")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=positive_int, default=8080)
+    _add_serving_arguments(parser)
     parser.set_defaults(handler=_run_demo)
 
 
@@ -250,7 +322,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         with demo_database(url) as database_url, dq.init_job_queue(database_url) as queue:
             run_demo(queue, sys.stdout)
             if not args.no_dashboard:
-                _serve_dashboard(queue, HANDLERS, args.host, args.port, "/")
+                _serve_dashboard(queue, HANDLERS, args, "/")
     except ConfigurationError as exc:
         print(f"{PROGRAM} demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -273,10 +345,39 @@ def _add_dashboard_command(
     )
     parser.add_argument("handlers", metavar="MODULE:HANDLERS")
     parser.add_argument("--database-url", metavar="URL")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=positive_int, default=8080)
+    _add_serving_arguments(parser)
     parser.add_argument("--base-path", default="/")
     parser.set_defaults(handler=_run_dashboard)
+
+
+def _add_serving_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--host``, ``--port`` and ``--allowed-host`` of the commands that serve the dashboard."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=positive_int, default=8080, help="default: 8080")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        type=_allowed_host,
+        metavar="NAME",
+        dest="allowed_hosts",
+        help=(
+            "also answer requests for this Host name (repeatable): an exact name or address, "
+            "'.example.com' for the domain and its subdomains, or '*' for any host. By "
+            "default only localhost, 127.0.0.1, ::1 and the --host address (for 0.0.0.0 or "
+            "::, this machine's host name) are answered; other Host headers get a 400, which "
+            "stops DNS-rebinding pages from driving the dashboard"
+        ),
+    )
+
+
+def _allowed_host(value: str) -> str:
+    from dataqueue.dashboard.hosts import normalize_host_name
+
+    try:
+        return normalize_host_name(value)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _queue_and_handlers(
@@ -308,7 +409,7 @@ def _run_dashboard(args: argparse.Namespace) -> int:
     with queue:
         try:
             queue.get_all_jobs(limit=1)
-            _serve_dashboard(queue, handlers, args.host, args.port, args.base_path)
+            _serve_dashboard(queue, handlers, args, args.base_path)
         except KeyboardInterrupt:
             return EXIT_OK
         except ConfigurationError as exc:
@@ -321,17 +422,38 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 
 def _serve_dashboard(
-    queue: JobQueue, handlers: Mapping[str, Callable[..., Any]], host: str, port: int, base: str
+    queue: JobQueue,
+    handlers: Mapping[str, Callable[..., Any]],
+    args: argparse.Namespace,
+    base: str,
 ) -> None:
-    """Serve the dashboard with the standard library's WSGI server until Ctrl-C."""
+    """Serve the dashboard on ``args.host``/``args.port`` with the standard library's WSGI
+    server until Ctrl-C, answering the loopback names, the bound address (the machine's
+    host name for 0.0.0.0 and ::) and ``--allowed-host`` names.
+
+    The server runs on its own thread so that Ctrl-C always lands in the main thread:
+    wsgiref swallows a KeyboardInterrupt raised while it handles a request. The request
+    in progress finishes before the function returns.
+    """
+    import threading
     from wsgiref.simple_server import make_server
 
     from dataqueue.dashboard import create_dashboard
+    from dataqueue.dashboard.hosts import serving_hosts
 
-    app = create_dashboard(queue, handlers, base_path=base)
-    with make_server(host, port, app) as server:
-        print(f"dashboard on http://{host}:{port}{base}  (Ctrl-C to stop)", flush=True)
-        server.serve_forever()
+    allowed_hosts = serving_hosts(args.host, args.allowed_hosts)
+    app = create_dashboard(queue, handlers, base_path=base, allowed_hosts=allowed_hosts)
+    with make_server(args.host, args.port, app) as server:
+        print(f"dashboard on http://{args.host}:{args.port}{base}  (Ctrl-C to stop)", flush=True)
+        hosts = "any" if "*" in allowed_hosts else ", ".join(allowed_hosts)
+        print(f"answering Host: {hosts}  (add names with --allowed-host)", flush=True)
+        serving = threading.Thread(target=server.serve_forever, name="dataqueue-dashboard-server")
+        serving.start()
+        try:
+            serving.join()  # returns only if the server fails; Ctrl-C interrupts it
+        finally:
+            server.shutdown()
+            serving.join()
 
 
 def _log_progress_to_stderr() -> None:

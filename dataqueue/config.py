@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import re
+import select
 import tempfile
 import threading
 import weakref
@@ -233,7 +234,10 @@ def create_engine(database_url: str | sa.URL | None = None, **database_config: A
       connection age at checkout, not idle time; 0 / -1 disable it. Default 300 s, a cheap
       stand-in for upstream's 10 s idle close that does not reconnect on every poll.
     - ``min``: validated for compatibility and ignored (the pool opens connections lazily).
-    - ``pool_pre_ping`` (default ``False``: it costs a round trip per checkout).
+    - ``pool_pre_ping`` (default ``False``: it costs a round trip per checkout). Without
+      it, a pooled connection the server closed while it sat idle (a restart,
+      ``pg_terminate_backend``, an idle timeout) is still noticed at checkout without a
+      round trip, by :func:`discard_closed_connection`, and replaced.
     - ``application_name``; otherwise libpq's ``fallback_application_name`` is ``dataqueue``.
 
     Connections are rolled back when returned to the pool, and :func:`install_fork_safety`
@@ -256,6 +260,7 @@ def create_engine(database_url: str | sa.URL | None = None, **database_config: A
     # current_schema().
     sa.event.listen(engine, "connect", _SessionSettings("; ".join(statements)), insert=True)
     install_fork_safety(engine)
+    sa.event.listen(engine, "checkout", discard_closed_connection)
     logger.debug("Created engine for %s", params.url.render_as_string(hide_password=True))
     return engine
 
@@ -856,3 +861,27 @@ def reset_engine_after_fork(engine: sa.Engine) -> None:
         engine.dispose()
     else:
         engine.dispose(close=False)
+
+
+def discard_closed_connection(
+    dbapi_connection: Any, connection_record: Any, connection_proxy: Any
+) -> None:
+    """Pool ``checkout`` hook: replace a connection the server has closed while idle.
+
+    An idle connection has nothing to read unless the server sent something on its own:
+    the notice that it is terminating the session, or end-of-file. A non-blocking
+    ``select`` on the socket sees that without a round trip, and raising
+    ``DisconnectionError`` makes the pool discard the connection and open another, so
+    the first statement after the server killed idle connections succeeds. (A rare
+    unsolicited message on a live connection costs one reconnect, nothing else.)
+    """
+    try:
+        fileno = dbapi_connection.fileno()
+    except Exception:  # closed or broken already
+        raise sa.exc.DisconnectionError("connection is closed") from None
+    try:
+        readable, _, _ = select.select([fileno], [], [], 0)
+    except (OSError, ValueError):
+        raise sa.exc.DisconnectionError("connection socket is unusable") from None
+    if readable:
+        raise sa.exc.DisconnectionError("the server closed this idle connection")

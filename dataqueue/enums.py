@@ -59,3 +59,9 @@ class TagMatch(_StrEnum):
     ANY = "any"
     NONE = "none"
     EXACT = "exact"
+
+
+#: ``create_processor(job_type=ALL_JOB_TYPES)`` claims every job type, also those the
+#: processor has no handler for (they fail with ``no_handler``). By default a processor
+#: claims only its handlers' types.
+ALL_JOB_TYPES = "*"

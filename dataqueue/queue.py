@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from dataqueue import validation as v
 from dataqueue.backends.base import Backend
-from dataqueue.dependencies import resolve_batch_placeholders, validate_tags
+from dataqueue.dependencies import resolve_batch_placeholders
 from dataqueue.durations import token_timeout
 from dataqueue.errors import InvalidCronExpressionError, InvalidJobError, UnsupportedOperationError
 from dataqueue.hooks import EventHooks, Listener
@@ -39,8 +39,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("dataqueue.queue")
 
 
-def _non_negative(value: Any, what: str) -> int:
-    return v.require_int(value, what, minimum=0)
+#: Retention beyond this (about 2,700 years) would reach before PostgreSQL's timestamps.
+MAX_DAYS_TO_KEEP = 1_000_000
+
+
+def _days_to_keep(value: Any) -> int:
+    return v.require_int(value, "days_to_keep", minimum=0, maximum=MAX_DAYS_TO_KEEP)
 
 
 def _validated(entries: Sequence[Any], job_types: list[str]) -> Iterator[NewJob]:
@@ -152,6 +156,8 @@ class JobQueue:
         on_error: Callable[[BaseException], object] | None = None,
         verbose: bool = False,
         job_type: str | list[str] | None = None,
+        heartbeat_interval: float | dt.timedelta = 5.0,
+        heartbeat_timeout: float | dt.timedelta = 20.0,
     ) -> Processor:
         """A :class:`Processor` running ``handlers`` (job type -> callable).
 
@@ -159,8 +165,20 @@ class JobQueue:
         ``(payload, signal, ctx)`` depending on how many positional parameters they
         take; what they return becomes the job's output. ``concurrency`` jobs run at
         once on worker threads; ``group_concurrency`` caps running jobs per group
-        across every processor and process that sets it; ``job_type`` restricts what
-        is claimed. Bad options raise TypeError/ValueError naming the value.
+        across every processor and process that sets it.
+
+        ``job_type`` restricts what is claimed. By default a processor claims exactly
+        the job types in ``handlers``, so services with different handlers (or a
+        Node.js service) can share one table; jobs of other types stay ``pending``.
+        ``job_type="*"`` claims every type (jobs without a handler then fail with
+        ``no_handler``), a string or list claims those types.
+
+        ``heartbeat_interval`` (seconds or ``timedelta``, default 5 s): how often the
+        locks of every held job are refreshed. ``heartbeat_timeout`` (default 20 s, at
+        least 3 intervals): how long after the last heartbeat a job counts as
+        abandoned and is reclaimed by any worker or supervisor. A live job is never
+        reclaimed, however long it runs. ``poll_interval`` is in milliseconds, finite.
+        Bad options raise TypeError/ValueError naming the value.
         """
         from dataqueue.processing.processor import Processor
 
@@ -176,6 +194,8 @@ class JobQueue:
             on_error=on_error,
             verbose=verbose or self.verbose,
             job_type=job_type,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
             before_claim=list(self._before_claim_hooks),
         )
 
@@ -183,7 +203,8 @@ class JobQueue:
         self,
         *,
         interval_ms: float = 60000,
-        stuck_jobs_timeout_minutes: int = 10,
+        stuck_jobs_timeout_minutes: float | None = None,
+        stuck_jobs_timeout: float | dt.timedelta | None = None,
         cleanup_jobs_days_to_keep: int = 30,
         cleanup_events_days_to_keep: int = 30,
         cleanup_batch_size: int = 1000,
@@ -196,6 +217,14 @@ class JobQueue:
 
         A retention of 0 days (or less) disables that cleanup. Several supervisors, in
         several processes, may run at once.
+
+        Reclaim: jobs of dataqueue processors are reclaimed once their heartbeat is
+        older than the processor's ``heartbeat_timeout`` (20 s by default), however
+        long they run. ``stuck_jobs_timeout`` (seconds or ``timedelta``; or
+        ``stuck_jobs_timeout_minutes``, default 10 minutes) applies only to jobs locked
+        by workers that do not heartbeat (upstream's Node.js processor): they are
+        reclaimed when locked longer than that and their own ``timeout_ms``. It must be
+        more than 0.
         """
         from dataqueue.supervisor import Supervisor
 
@@ -204,6 +233,7 @@ class JobQueue:
             self._hooks,
             interval_ms=interval_ms,
             stuck_jobs_timeout_minutes=stuck_jobs_timeout_minutes,
+            stuck_jobs_timeout=stuck_jobs_timeout,
             cleanup_jobs_days_to_keep=cleanup_jobs_days_to_keep,
             cleanup_events_days_to_keep=cleanup_events_days_to_keep,
             cleanup_batch_size=cleanup_batch_size,
@@ -243,11 +273,15 @@ class JobQueue:
         previous job is still pending, processing or waiting. Invalid expressions or
         timezones, and expressions that never fire, raise
         :class:`InvalidCronExpressionError`; a taken name raises
-        :class:`DuplicateScheduleError`.
+        :class:`DuplicateScheduleError`. ``schedule_name`` and ``cron_expression`` hold
+        at most 255 characters, ``timezone`` 100; the job options are checked as by
+        :meth:`add_job`.
         """
         from dataqueue import cron
 
-        name = v.require_str(schedule_name, "schedule_name")
+        name = v.require_str(schedule_name, "schedule_name", max_len=v.MAX_SCHEDULE_NAME_LENGTH)
+        v.check_cron_text(cron_expression, "cron_expression", max_len=v.MAX_CRON_EXPRESSION_LENGTH)
+        v.check_cron_text(timezone, "timezone", max_len=v.MAX_TIMEZONE_LENGTH)
         expression = cron.validate_cron_expression(cron_expression)
         zone = cron.validate_timezone(timezone)
         job = v.build_new_job(
@@ -293,7 +327,8 @@ class JobQueue:
 
     def get_cron_job_by_name(self, schedule_name: str) -> CronScheduleRecord | None:
         """The schedule named ``schedule_name``, or None."""
-        return self._backend.get_cron_schedule(name=v.require_str(schedule_name, "schedule_name"))
+        name = v.require_str(schedule_name, "schedule_name", max_len=v.MAX_SCHEDULE_NAME_LENGTH)
+        return self._backend.get_cron_schedule(name=name)
 
     def list_cron_jobs(self, status: str | None = None) -> list[CronScheduleRecord]:
         """All schedules, or those ``"active"``/``"paused"``, oldest first."""
@@ -310,6 +345,12 @@ class JobQueue:
         ones). A new expression or timezone recomputes the next run from now.
         """
         schedule_id = v.require_int(schedule_id, "schedule_id", minimum=1)
+        v.check_cron_text(
+            updates.get("cron_expression"),
+            "cron_expression",
+            max_len=v.MAX_CRON_EXPRESSION_LENGTH,
+        )
+        v.check_cron_text(updates.get("timezone"), "timezone", max_len=v.MAX_TIMEZONE_LENGTH)
         values = _cron_updates(updates)
         if "cron_expression" in values or "timezone" in values:
             existing = self._backend.get_cron_schedule(schedule_id)
@@ -363,7 +404,7 @@ class JobQueue:
         token_id = new_token_id()
         duration = token_timeout(timeout)
         self._backend.create_token(
-            token_id, None, duration, None if tags is None else validate_tags(tags)
+            token_id, None, duration, None if tags is None else v.require_tags(tags)
         )
         return WaitToken(token_id)
 
@@ -373,8 +414,7 @@ class JobQueue:
         Returns True if this call completed it, False if it had already completed or
         timed out (idempotent). An unknown id raises :class:`InvalidJobError`.
         """
-        if not isinstance(token_id, str) or not token_id:
-            raise InvalidJobError(f"token_id must be a non-empty string, got {token_id!r}")
+        token_id = v.require_token_id(token_id)
         output = None if data is None else encode_json(data, what="token data")
         completed = self._backend.complete_token(token_id, output)
         if completed is None:
@@ -382,8 +422,8 @@ class JobQueue:
         return completed
 
     def get_token(self, token_id: str) -> WaitpointRecord | None:
-        """The token's record, or None."""
-        return self._backend.get_token(token_id)
+        """The token's record, or None. An id that is no token id raises InvalidJobError."""
+        return self._backend.get_token(v.require_token_id(token_id))
 
     def expire_timed_out_tokens(self) -> int:
         """Time out tokens past their timeout and resume their waiters; return how many."""
@@ -460,6 +500,11 @@ class JobQueue:
         caller's transaction (``db=``) under a savepoint, so that an invalid entry or
         a failing statement undoes the batch alone and the caller's transaction stays
         usable. Smaller batches are checked whole before their one statement runs.
+        From the first chunk that has an idempotency key on, the rest of a batch is
+        one statement.
+
+        Concurrent calls sharing idempotency keys never deadlock, in any key order:
+        each statement writes its keys sorted, and each caller gets the one job's id.
         """
         entries = list(jobs)
         if not entries:
@@ -510,7 +555,7 @@ class JobQueue:
         """
         limit, offset = v.page(limit, offset)
         filters = v.JobFilter(
-            tag_values=tuple(validate_tags(tags)),
+            tag_values=tuple(v.require_tags(tags, max_len=None)),
             tag_mode=v.tag_mode(mode),
             match_tags_when_empty=True,
         )
@@ -581,28 +626,46 @@ class JobQueue:
 
         Their events and tokens go with them. Returns the number deleted.
         """
-        days = _non_negative(days_to_keep, "days_to_keep")
+        days = _days_to_keep(days_to_keep)
         return self._backend.cleanup_old_jobs(
             days, v.require_int(batch_size, "batch_size", minimum=1)
         )
 
     def cleanup_old_job_events(self, days_to_keep: int = 30, batch_size: int = 1000) -> int:
         """Delete events older than ``days_to_keep`` days, in batches; return how many."""
-        days = _non_negative(days_to_keep, "days_to_keep")
+        days = _days_to_keep(days_to_keep)
         return self._backend.cleanup_old_job_events(
             days, v.require_int(batch_size, "batch_size", minimum=1)
         )
 
-    def reclaim_stuck_jobs(self, max_processing_time_minutes: int = 10) -> int:
-        """Release jobs stuck in processing; return how many.
+    def reclaim_stuck_jobs(
+        self,
+        max_processing_time_minutes: float | None = None,
+        *,
+        max_processing_time: float | dt.timedelta | None = None,
+    ) -> int:
+        """Release jobs whose worker is gone; return how many.
 
-        A job is stuck when its lock is older than the larger of
-        ``max_processing_time_minutes`` and its own ``timeout_ms``. It goes back to
-        pending, keeping its attempts. A job already on its last attempt is failed for
-        good with reason ``timeout`` instead (upstream leaves it unclaimable, W-RT-1).
+        A job held by a dataqueue processor is released once its heartbeat is older
+        than that processor's ``heartbeat_timeout``: a crashed worker's jobs come back,
+        a live one is never touched, however long it runs. A job locked by a worker
+        that does not heartbeat (upstream's Node.js processor) is released when its
+        lock is older than the larger of ``max_processing_time`` (seconds or
+        ``timedelta``; or ``max_processing_time_minutes``; default 10 minutes) and its
+        own ``timeout_ms``. A released job goes back to pending keeping its attempts; a
+        job already on its last attempt fails for good with reason ``timeout`` (upstream
+        leaves it unclaimable, W-RT-1). The limit must be more than 0 (upstream accepts
+        0, which reclaims running jobs).
         """
-        minutes = _non_negative(max_processing_time_minutes, "max_processing_time_minutes")
-        return self._backend.reclaim_stuck_jobs(minutes)
+        from dataqueue.intervals import stuck_timeout_seconds
+
+        return self._backend.reclaim_stuck_jobs(
+            stuck_timeout_seconds(
+                max_processing_time_minutes,
+                max_processing_time,
+                ("max_processing_time_minutes", "max_processing_time"),
+            )
+        )
 
 
 _CRON_EDITABLE = frozenset(

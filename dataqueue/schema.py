@@ -188,5 +188,20 @@ sa.Index("idx_cron_schedules_status", cron_schedules.c.status)
 sa.Index("idx_cron_schedules_next_run_at", cron_schedules.c.next_run_at)
 sa.Index("idx_cron_schedules_name", cron_schedules.c.schedule_name)
 
+# Not in upstream: the processors that heartbeat the jobs they hold. A job locked by a
+# registered worker is abandoned once its ``locked_at`` (the heartbeat) is older than
+# that worker's ``heartbeat_timeout_ms``; jobs locked by anything else (a Node.js
+# worker on the same table) keep upstream's reclaim rule. Upstream never reads it.
+dataqueue_workers = sa.Table(
+    "dataqueue_workers",
+    metadata,
+    sa.Column("worker_id", sa.String(255), primary_key=True),
+    sa.Column("hostname", sa.Text),
+    sa.Column("pid", sa.Integer),
+    sa.Column("started_at", _TZ, nullable=False, server_default=_NOW),
+    sa.Column("heartbeat_at", _TZ, nullable=False, server_default=_NOW),
+    sa.Column("heartbeat_timeout_ms", sa.Integer, nullable=False),
+)
+
 #: Every table dataqueue owns, in creation order.
-ALL_TABLES = (job_queue, job_events, waitpoints, cron_schedules)
+ALL_TABLES = (job_queue, job_events, waitpoints, cron_schedules, dataqueue_workers)

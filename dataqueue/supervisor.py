@@ -1,14 +1,17 @@
 """The supervisor: periodic maintenance (reclaim, cleanup, token expiry).
 
 One run executes, in this order, each task isolated from the others' failures:
-reclaim stuck jobs, clean up old completed jobs, clean up old events, expire timed-out
-tokens. Every task is a guarded statement, so several supervisors (in several
-processes) may run at once. Background mode uses one daemon thread
-``dataqueue-supervisor-<n>`` (losing it at exit loses nothing); runs never overlap.
+reclaim stuck jobs (jobs whose worker stopped heartbeating, and jobs of workers that
+do not heartbeat locked longer than ``stuck_jobs_timeout``), clean up old completed
+jobs, clean up old events, expire timed-out tokens. Every task is a guarded statement,
+so several supervisors (in several processes) may run at once. Background mode uses
+one daemon thread ``dataqueue-supervisor-<n>`` (losing it at exit loses nothing); runs
+never overlap.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
 import threading
@@ -17,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from dataqueue import intervals
 from dataqueue.backends.base import Backend
 from dataqueue.errors import ConfigurationError
 from dataqueue.hooks import EventHooks, report_error
@@ -59,7 +63,8 @@ class Supervisor:
         hooks: EventHooks,
         *,
         interval_ms: float = 60000,
-        stuck_jobs_timeout_minutes: int = 10,
+        stuck_jobs_timeout_minutes: float | None = None,
+        stuck_jobs_timeout: float | dt.timedelta | None = None,
         cleanup_jobs_days_to_keep: int = 30,
         cleanup_events_days_to_keep: int = 30,
         cleanup_batch_size: int = 1000,
@@ -68,17 +73,17 @@ class Supervisor:
         on_error: Callable[[BaseException], object] | None = None,
         verbose: bool = False,
     ) -> None:
-        if isinstance(interval_ms, bool) or not isinstance(interval_ms, int | float):
-            raise TypeError(f"interval_ms must be a number of milliseconds, got {interval_ms!r}")
-        if interval_ms <= 0:
-            raise ConfigurationError(f"interval_ms must be > 0, got {interval_ms!r}")
+        interval = intervals.milliseconds(interval_ms, "interval_ms", allow_zero=False)
         if on_error is not None and not callable(on_error):
             raise TypeError(f"on_error must be callable, got {on_error!r}")
         self._backend = backend
         self._hooks = hooks
-        self.interval_seconds = interval_ms / 1000
-        self.stuck_jobs_timeout_minutes = _int(
-            stuck_jobs_timeout_minutes, "stuck_jobs_timeout_minutes", 0
+        self.interval_seconds = interval / 1000
+        #: Limit for jobs of workers that do not heartbeat (upstream's Node.js processor).
+        self.stuck_jobs_timeout_seconds = intervals.stuck_timeout_seconds(
+            stuck_jobs_timeout_minutes,
+            stuck_jobs_timeout,
+            ("stuck_jobs_timeout_minutes", "stuck_jobs_timeout"),
         )
         # Zero or negative retention disables that cleanup, as upstream.
         self.cleanup_jobs_days_to_keep = _int(
@@ -103,7 +108,7 @@ class Supervisor:
             "reclaimed_jobs": self._task(
                 "reclaim stuck jobs",
                 self.reclaim_enabled,
-                lambda: self._backend.reclaim_stuck_jobs(self.stuck_jobs_timeout_minutes),
+                lambda: self._backend.reclaim_stuck_jobs(self.stuck_jobs_timeout_seconds),
             ),
             "cleaned_up_jobs": self._task(
                 "clean up old jobs",
@@ -155,9 +160,14 @@ class Supervisor:
         return thread is not None and thread.is_alive() and not self._stop.is_set()
 
     def _loop(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            self.start()
-            stop.wait(self.interval_seconds)
+        try:
+            while not stop.is_set():
+                self.start()
+                stop.wait(self.interval_seconds)
+        except BaseException as exc:  # a bug: say so, and let is_running() tell the truth
+            stop.set()
+            report_error(exc, self._on_error, logger, "Supervisor loop died:")
+            self._hooks.emit("error", exc)
 
     def _task(self, name: str, enabled: bool, run: Callable[[], int]) -> int:
         if not enabled:

@@ -1,27 +1,56 @@
 """Validation of user input into the normalised values the backends store.
 
 Everything here is pure: no database, no clock. Each function raises a
-:mod:`dataqueue.errors` class whose message names the bad value, before anything is
-written.
+:mod:`dataqueue.errors` class whose message names the field and the bad value (its
+``repr``, cut short when long), before any statement runs: a value PostgreSQL would
+refuse must never reach it, since the error would abort the caller's transaction
+(``db=``). Refused, besides wrong types:
+
+- text with a NUL character or a surrogate code point (text columns cannot store
+  either; see :func:`dataqueue.payload.text_problem`), in names, tags and filters;
+- names longer than their ``varchar(255)`` column and tags longer than
+  :data:`MAX_TAG_LENGTH` (the ``MAX_*_LENGTH`` constants below);
+- integers outside their column: ``int4`` for job ids, attempts, priorities and
+  delays, ``int8`` for ``limit`` and ``offset``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
-from dataqueue.dependencies import normalise_depends_on, validate_tags
+from dataqueue.dependencies import normalise_depends_on
 from dataqueue.enums import JobStatus, TagMatch
-from dataqueue.errors import InvalidJobError, JobDependencyError
-from dataqueue.payload import encode_json
-from dataqueue.records import JobGroup, JobOptions
+from dataqueue.errors import InvalidCronExpressionError, InvalidJobError, JobDependencyError
+from dataqueue.payload import encode_json, shown, text_problem
+from dataqueue.records import DependsOn, JobGroup, JobOptions
 
 INT4_MAX = 2_147_483_647
 INT4_MIN = -2_147_483_648
+#: Largest ``limit`` and ``offset`` (PostgreSQL takes them as ``bigint``).
+INT8_MAX = 9_223_372_036_854_775_807
 _VARCHAR_MAX = 255
+
+#: Longest ``job_type`` (and ``dead_letter_job_type``): the columns are ``varchar(255)``.
+MAX_JOB_TYPE_LENGTH = _VARCHAR_MAX
+#: Longest ``idempotency_key`` (``varchar(255)``).
+MAX_IDEMPOTENCY_KEY_LENGTH = _VARCHAR_MAX
+#: Longest group id and group tier (``varchar(255)``).
+MAX_GROUP_LENGTH = _VARCHAR_MAX
+#: Longest tag of a job, a dependency or a token. Tags are ``text``, but one much
+#: longer than this overflows an entry of the GIN index on ``job_queue.tags`` (8 kB).
+#: Tag *filters* are not capped: a longer value simply matches nothing.
+MAX_TAG_LENGTH = 255
+#: Longest token id (``waitpoints.id`` is ``varchar(255)``).
+MAX_TOKEN_ID_LENGTH = _VARCHAR_MAX
+#: Longest cron schedule name and (normalised) cron expression (``varchar(255)``).
+MAX_SCHEDULE_NAME_LENGTH = _VARCHAR_MAX
+MAX_CRON_EXPRESSION_LENGTH = _VARCHAR_MAX
+#: Longest cron time zone name (``cron_schedules.timezone`` is ``varchar(100)``).
+MAX_TIMEZONE_LENGTH = 100
 
 #: Names accepted by ``add_job`` besides ``job_type`` and ``payload``.
 JOB_OPTION_NAMES = frozenset(f.name for f in attrs.fields(JobOptions)) - {"job_type", "payload"}
@@ -87,27 +116,80 @@ class JobFilter:
     match_tags_when_empty: bool = False
 
 
-def require_str(value: Any, what: str, *, max_len: int = _VARCHAR_MAX) -> str:
-    """A non-empty string of at most ``max_len`` characters."""
-    if not isinstance(value, str) or not value:
-        raise InvalidJobError(f"{what} must be a non-empty string, got {value!r}")
-    if "\x00" in value:
-        raise InvalidJobError(f"{what} must not contain NUL characters, got {value!r}")
-    if len(value) > max_len:
-        raise InvalidJobError(f"{what} must be at most {max_len} characters, got {value[:40]!r}…")
+def _too_long(what: str, value: str, max_len: int) -> InvalidJobError:
+    return InvalidJobError(
+        f"{what} must be at most {max_len} characters, got {len(value)} characters: {shown(value)}"
+    )
+
+
+def require_text(value: Any, what: str) -> str:
+    """A string a text column can store: no NUL character, no surrogate code point.
+
+    Any length, empty included (for filter values, which need no cap).
+    """
+    if not isinstance(value, str):
+        raise InvalidJobError(f"{what} must be a string, got {shown(value)}")
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidJobError(f"{what} contains {problem}, got {shown(value)}")
     return value
+
+
+def _plain_text(value: Any, max_len: int) -> TypeGuard[str]:
+    """The common case, decided fast: ASCII ``str`` without NUL of at most ``max_len``."""
+    return (
+        isinstance(value, str)
+        and value.isascii()  # O(1) in CPython
+        and len(value) <= max_len
+        and "\x00" not in value
+    )
+
+
+def require_str(value: Any, what: str, *, max_len: int = _VARCHAR_MAX) -> str:
+    """A non-empty string of at most ``max_len`` characters that a text column can store.
+
+    Raises :class:`InvalidJobError` for a non-string, ``""``, a NUL character, a
+    surrogate code point, or a longer string (255 by default: ``varchar(255)``).
+    """
+    if _plain_text(value, max_len) and value:
+        return value
+    if not isinstance(value, str) or not value:
+        raise InvalidJobError(f"{what} must be a non-empty string, got {shown(value)}")
+    require_text(value, what)
+    if len(value) > max_len:
+        raise _too_long(what, value, max_len)
+    return value
+
+
+def require_tags(
+    value: Any, what: str = "tags", *, max_len: int | None = MAX_TAG_LENGTH
+) -> list[str]:
+    """A list (or tuple) of tags as a new list: strings a text column can store.
+
+    Each tag may be empty and at most ``max_len`` characters (None: no cap, for
+    filters). Errors name the position, e.g. ``tags[1] contains a NUL character``.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise InvalidJobError(f"{what} must be a list of strings, got {shown(value)}")
+    cap = INT8_MAX if max_len is None else max_len
+    for index, tag in enumerate(value):
+        if not _plain_text(tag, cap):
+            require_text(tag, f"{what}[{index}]")
+            if len(tag) > cap:
+                raise _too_long(f"{what}[{index}]", tag, cap)
+    return list(value)
 
 
 def _optional_str(value: Any, what: str) -> str | None:
     return None if value is None else require_str(value, what)
 
 
-def require_int(value: Any, what: str, *, minimum: int = INT4_MIN) -> int:
-    """An ``int`` (not ``bool``) between ``minimum`` and the int4 maximum."""
+def require_int(value: Any, what: str, *, minimum: int = INT4_MIN, maximum: int = INT4_MAX) -> int:
+    """An ``int`` (not ``bool``) from ``minimum`` to ``maximum`` (default: the int4 range)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidJobError(f"{what} must be an integer, got {value!r}")
-    if not minimum <= value <= INT4_MAX:
-        raise InvalidJobError(f"{what} must be between {minimum} and {INT4_MAX}, got {value!r}")
+        raise InvalidJobError(f"{what} must be an integer, got {shown(value)}")
+    if not minimum <= value <= maximum:
+        raise InvalidJobError(f"{what} must be between {minimum} and {maximum}, got {shown(value)}")
     return value
 
 
@@ -146,7 +228,40 @@ def _group(value: Any) -> tuple[str | None, str | None]:
         group_id, tier = value.get("id"), value.get("tier")
     else:
         raise InvalidJobError(f"group must be a JobGroup or a mapping, got {value!r}")
-    return require_str(group_id, "group.id"), _optional_str(tier, "group.tier")
+    return (
+        require_str(group_id, "group.id", max_len=MAX_GROUP_LENGTH),
+        None if tier is None else require_str(tier, "group.tier", max_len=MAX_GROUP_LENGTH),
+    )
+
+
+def _dependency_id(job_id: int) -> int:
+    # Negative ids are batch placeholders, checked against the batch by the caller.
+    if job_id == 0 or not INT4_MIN <= job_id <= INT4_MAX:
+        raise JobDependencyError(
+            f"depends_on.job_ids: {shown(job_id)} is neither a job id (1 to {INT4_MAX}) nor a "
+            "batch_dep_ref() placeholder",
+            [job_id],
+        )
+    return job_id
+
+
+def _depends_on(value: Any) -> tuple[list[int] | None, list[str] | None]:
+    """``depends_on`` as (job ids, tags); see :func:`normalise_depends_on`.
+
+    Also refuses ids outside int4 (and 0) and tags a job's own tags could not hold.
+    """
+    raw_tags: Any = None
+    if isinstance(value, DependsOn):
+        raw_tags = value.tags
+    elif isinstance(value, Mapping):
+        raw_tags = value.get("tags")
+    if raw_tags is not None:
+        require_tags(raw_tags, "depends_on.tags")
+    job_ids, tags = normalise_depends_on(value)
+    if job_ids is not None:
+        for job_id in job_ids:
+            _dependency_id(job_id)
+    return job_ids, tags
 
 
 def _pair(names: tuple[str, str], values: tuple[Any, Any]) -> dict[str, Any]:
@@ -166,18 +281,18 @@ _OPTION_RULES: dict[str, Callable[[Any], dict[str, Any]]] = {
     "run_at": lambda v: {"run_at": require_aware(v, "run_at")},
     "timeout_ms": lambda v: {"timeout_ms": require_int(v, "timeout_ms", minimum=0)},
     "force_kill_on_timeout": _force_kill,
-    "tags": lambda v: {"tags": validate_tags(v)},
-    "idempotency_key": lambda v: {"idempotency_key": require_str(v, "idempotency_key")},
+    "tags": lambda v: {"tags": require_tags(v)},
+    "idempotency_key": lambda v: {
+        "idempotency_key": require_str(v, "idempotency_key", max_len=MAX_IDEMPOTENCY_KEY_LENGTH)
+    },
     "retry_delay": lambda v: {"retry_delay": require_int(v, "retry_delay", minimum=0)},
     "retry_backoff": lambda v: {"retry_backoff": _optional_bool(v, "retry_backoff")},
     "retry_delay_max": lambda v: {"retry_delay_max": require_int(v, "retry_delay_max", minimum=0)},
     "dead_letter_job_type": lambda v: {
-        "dead_letter_job_type": require_str(v, "dead_letter_job_type")
+        "dead_letter_job_type": require_str(v, "dead_letter_job_type", max_len=MAX_JOB_TYPE_LENGTH)
     },
     "group": lambda v: _pair(("group_id", "group_tier"), _group(v)),
-    "depends_on": lambda v: _pair(
-        ("depends_on_job_ids", "depends_on_tags"), normalise_depends_on(v)
-    ),
+    "depends_on": lambda v: _pair(("depends_on_job_ids", "depends_on_tags"), _depends_on(v)),
 }
 
 #: Options whose None is a value to check, not "not given".
@@ -190,7 +305,11 @@ def build_new_job(job_type: Any, payload: Any, options: Mapping[str, Any]) -> Ne
     Unknown option names raise :class:`TypeError`, like an unknown keyword argument.
     A negative id in ``depends_on.job_ids`` is kept (a batch placeholder); the caller
     decides whether placeholders are allowed. Only options that were given are
-    checked, which keeps large ``add_jobs`` batches cheap.
+    checked, which keeps large ``add_jobs`` batches cheap. Caps: ``job_type``,
+    ``dead_letter_job_type``, ``idempotency_key`` and group id/tier at 255
+    characters, each tag at :data:`MAX_TAG_LENGTH`; the payload as
+    :func:`~dataqueue.payload.encode_json` (no NUL or lone surrogate, at most
+    :data:`~dataqueue.payload.MAX_PAYLOAD_DEPTH` levels).
     """
     fields: dict[str, Any] = {}
     for name, value in options.items():
@@ -200,7 +319,8 @@ def build_new_job(job_type: Any, payload: Any, options: Mapping[str, Any]) -> Ne
             raise TypeError(f"unknown job option(s): {', '.join(unknown)}")
         if value is not None or name in _NONE_IS_INVALID:
             fields.update(rule(value))
-    return NewJob(require_str(job_type, "job_type"), encode_json(payload), **fields)
+    job_type = require_str(job_type, "job_type", max_len=MAX_JOB_TYPE_LENGTH)
+    return NewJob(job_type, encode_json(payload), **fields)
 
 
 def job_from_entry(entry: Any) -> NewJob:
@@ -254,11 +374,11 @@ def build_update(updates: Mapping[str, Any]) -> dict[str, Any]:
         elif name in ("timeout_ms", "retry_delay", "retry_delay_max"):
             out[name] = _optional_int(value, name, minimum=0)
         elif name == "tags":
-            out[name] = None if value is None else validate_tags(value)
+            out[name] = None if value is None else require_tags(value)
         elif name == "retry_backoff":
             out[name] = _optional_bool(value, name)
         else:
-            out[name] = _optional_str(value, name)
+            out[name] = _optional_str(value, name)  # dead_letter_job_type: varchar(255)
     return out
 
 
@@ -298,15 +418,16 @@ def _tags_filter(value: Any) -> tuple[tuple[str, ...], TagMatch]:
     unknown = set(value) - {"values", "mode"}
     if unknown:
         raise InvalidJobError(f"filters.tags: unknown key(s) {sorted(unknown)!r}")
-    values = validate_tags(value.get("values") or [], what="filters.tags.values")
+    values = require_tags(value.get("values") or [], "filters.tags.values", max_len=None)
     return tuple(values), tag_mode(value.get("mode", "all"))
 
 
 def build_filter(filters: Mapping[str, Any] | None, *, allow_cursor: bool = True) -> JobFilter:
     """Validate a ``filters`` mapping (see API.md §4).
 
-    ``job_type=""`` is ignored; a tag filter with no values is ignored. Unknown keys
-    raise :class:`InvalidJobError`.
+    ``job_type=""`` is ignored; a tag filter with no values is ignored. Unknown keys,
+    text with a NUL character or a surrogate, and a ``cursor`` that is no job id (1 to
+    int4 max) raise :class:`InvalidJobError`. Filter text has no length cap.
     """
     if filters is None:
         return JobFilter()
@@ -317,8 +438,8 @@ def build_filter(filters: Mapping[str, Any] | None, *, allow_cursor: bool = True
     if unknown:
         raise InvalidJobError(f"unknown filter(s) {sorted(unknown)!r}; expected {sorted(allowed)}")
     job_type = filters.get("job_type")
-    if job_type is not None and not isinstance(job_type, str):
-        raise InvalidJobError(f"filters.job_type must be a string, got {job_type!r}")
+    if job_type is not None:
+        require_text(job_type, "filters.job_type")
     priority = filters.get("priority")
     cursor = filters.get("cursor")
     run_at = filters.get("run_at")
@@ -332,17 +453,16 @@ def build_filter(filters: Mapping[str, Any] | None, *, allow_cursor: bool = True
         run_at=() if run_at is None else _run_at_filter(run_at),
         tag_values=tag_values,
         tag_mode=mode,
-        cursor=None if cursor is None else require_int(cursor, "filters.cursor"),
+        cursor=None if cursor is None else require_int(cursor, "filters.cursor", minimum=1),
     )
 
 
 def page(limit: Any, offset: Any) -> tuple[int, int]:
-    """Validate ``limit`` (>= 0) and ``offset`` (>= 0)."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise InvalidJobError(f"limit must be a non-negative integer, got {limit!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise InvalidJobError(f"offset must be a non-negative integer, got {offset!r}")
-    return limit, offset
+    """Validate ``limit`` and ``offset``: integers (not bools) from 0 to :data:`INT8_MAX`."""
+    return (
+        require_int(limit, "limit", minimum=0, maximum=INT8_MAX),
+        require_int(offset, "offset", minimum=0, maximum=INT8_MAX),
+    )
 
 
 def job_status(status: Any) -> JobStatus:
@@ -355,7 +475,33 @@ def job_status(status: Any) -> JobStatus:
 
 
 def require_job_id(job_id: Any) -> int:
-    """A positive integer job id."""
+    """A job id: an integer from 1 to the int4 maximum (the id column's type)."""
     if isinstance(job_id, bool) or not isinstance(job_id, int) or not 1 <= job_id <= INT4_MAX:
-        raise InvalidJobError(f"job_id must be an integer from 1 to {INT4_MAX}, got {job_id!r}")
+        raise InvalidJobError(
+            f"job_id must be an integer from 1 to {INT4_MAX}, got {shown(job_id)}"
+        )
     return job_id
+
+
+def require_token_id(token_id: Any) -> str:
+    """A token id: a non-empty string of at most :data:`MAX_TOKEN_ID_LENGTH` characters."""
+    return require_str(token_id, "token_id", max_len=MAX_TOKEN_ID_LENGTH)
+
+
+def check_cron_text(value: Any, what: str, *, max_len: int) -> None:
+    """Refuse cron text (an expression or a time zone) that no column could store.
+
+    A string with a NUL character or a surrogate, or longer than ``max_len``, raises
+    :class:`InvalidCronExpressionError` naming ``what``. Anything else, non-strings
+    included, is left to :mod:`dataqueue.cron`, which checks the syntax.
+    """
+    if not isinstance(value, str):
+        return
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidCronExpressionError(f"{what} contains {problem}, got {shown(value)}")
+    if len(value) > max_len:
+        raise InvalidCronExpressionError(
+            f"{what} must be at most {max_len} characters, got {len(value)} characters: "
+            f"{shown(value)}"
+        )

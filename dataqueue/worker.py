@@ -1,8 +1,8 @@
 """Running a worker in the foreground: a processor, a supervisor, graceful shutdown.
 
 Used by ``dataqueue worker`` and usable from other entry points (a Django management
-command, a container's main). The first SIGTERM/SIGINT stops claiming and drains; a
-second one exits at once.
+command, a container's main). The first SIGTERM/SIGINT stops claiming, gives back the
+claimed jobs that have not started, and drains running ones; a second one exits at once.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import os
 import signal
 import threading
@@ -65,6 +66,9 @@ def run_worker(
     """Run until ``stop`` is set (or a signal arrives), then drain; return an exit status.
 
     ``supervisor_options`` None runs no supervisor. Raises nothing for job failures.
+    Returns 0 after a clean drain, 1 when jobs were still running at the end of
+    ``drain_timeout_ms`` (their ids are logged; other workers reclaim them once this
+    process has stopped heartbeating).
     """
     stop = stop or threading.Event()
     processor = queue.create_processor(handlers, **processor_options)
@@ -85,9 +89,20 @@ def run_worker(
     logger.info("draining (up to %d ms)", drain_timeout_ms)
     if supervisor is not None:
         supervisor.stop()
-    processor.stop_and_drain(drain_timeout_ms)
+    left = processor.stop_and_drain(drain_timeout_ms)
     if supervisor is not None:
         supervisor.stop_and_drain(drain_timeout_ms)
+    if left:
+        logger.error(
+            "worker %s: drain timed out after %d ms with %d job(s) still running: %s; "
+            "they will be reclaimed %g s after this process exits",
+            processor.worker_id,
+            drain_timeout_ms,
+            len(left),
+            ", ".join(map(str, left)),
+            processor.heartbeat_timeout,
+        )
+        return 1
     logger.info("worker %s stopped", processor.worker_id)
     return 0
 
@@ -115,14 +130,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seconds_arg(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text!r}")
+    return value
+
+
 def milliseconds(text: str) -> float:
     """argparse type: a number of milliseconds >= 0."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected milliseconds >= 0, got {text!r}")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of ms >= 0, got {text!r}")
     return value
 
 

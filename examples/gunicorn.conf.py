@@ -50,5 +50,7 @@ def worker_exit(server: Any, worker: Any) -> None:
     if processor is None:
         return
     drain_ms = max(1.0, float(server.cfg.graceful_timeout) - 2.0) * 1000
-    processor.stop_and_drain(drain_ms)
+    left = processor.stop_and_drain(drain_ms)
+    if left:  # reclaimed by other workers once this process stops heartbeating
+        server.log.warning("worker %s: jobs still running after the drain: %s", worker.pid, left)
     server.log.info("worker %s: dataqueue processor drained", worker.pid)

@@ -14,10 +14,13 @@ dataqueue tables before each test that uses the ``queue`` fixture.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -106,7 +109,8 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 def truncate_all(eng: sa.Engine) -> None:
     with eng.begin() as conn:
         conn.exec_driver_sql(
-            "TRUNCATE job_events, waitpoints, cron_schedules, job_queue RESTART IDENTITY CASCADE"
+            "TRUNCATE job_events, waitpoints, cron_schedules, job_queue, dataqueue_workers"
+            " RESTART IDENTITY CASCADE"
         )
 
 
@@ -206,3 +210,18 @@ def redis_url() -> Iterator[str]:
     )
     yield f"unix://{server.socket_file}"
     server.shutdown()
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """``python -m dataqueue ARGS`` from the repository root, with text output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dataqueue", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

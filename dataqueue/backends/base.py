@@ -38,6 +38,8 @@ class ClaimedJob:
     retry_delay_max: int | None
     step_data: dict[str, Any] | None
     group_id: str | None
+    #: Claimed from ``waiting`` (a wait ended): the claim did not count an attempt.
+    resumed: bool = False
 
 
 @attrs.frozen
@@ -139,8 +141,46 @@ class Backend(Protocol):
         """Delete events older than ``days_to_keep`` days in batches; return count."""
         ...
 
-    def reclaim_stuck_jobs(self, max_processing_time_minutes: int) -> int:
-        """Release jobs locked longer than allowed; return how many were released."""
+    def reclaim_stuck_jobs(self, max_processing_seconds: float) -> int:
+        """Release jobs whose worker is gone; return how many were released.
+
+        A job locked by a registered worker (one that heartbeats) is released once its
+        ``locked_at`` is older than that worker's heartbeat timeout, whatever
+        ``max_processing_seconds`` says. A job locked by an unregistered worker (e.g.
+        upstream's Node.js processor) is released when locked longer than
+        ``max(max_processing_seconds, timeout_ms)``. A released job on its last attempt
+        fails for good with reason ``timeout``. Also forgets workers that have been
+        silent for an hour and hold nothing.
+        """
+        ...
+
+    def reclaim_abandoned_jobs(self) -> int:
+        """Release the jobs of registered workers whose heartbeat is stale (see above)."""
+        ...
+
+    # -- worker registry and heartbeats -------------------------------------------------
+
+    def heartbeat(
+        self, worker_id: str, job_ids: Sequence[int], timeout_seconds: float
+    ) -> list[int]:
+        """Register (or refresh) the worker and refresh ``locked_at`` of ``job_ids``.
+
+        Returns the ids this worker still owns; a job missing from the result was
+        reclaimed or changed by someone else, and any result of it will be refused.
+        """
+        ...
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove the worker's registry entry (it holds no jobs any more)."""
+        ...
+
+    def release_jobs(self, worker_id: str, jobs: Sequence[ClaimedJob]) -> list[int]:
+        """Give back claimed jobs that never started, as if they had not been claimed.
+
+        The attempt the claim counted is restored (a job claimed from ``waiting`` goes
+        back to ``waiting``, due now); nothing is recorded as a failure. Returns the ids
+        released (jobs this worker still owned).
+        """
         ...
 
     # -- processing: every write is guarded by status='processing' AND locked_by ------
@@ -252,6 +292,13 @@ class Backend(Protocol):
         """Enqueue one job per due active schedule and advance it, exactly once even when
         several processes tick at the same moment (W-CRON-1). ``next_run(expression,
         timezone, now)`` computes the following occurrence. Returns jobs enqueued."""
+        ...
+
+    def is_data_error(self, error: BaseException) -> bool:
+        """True if the store refused a value of the request (text it cannot hold, a
+        number out of range): the same values would fail again, other rows would not.
+        Any other error (connection lost, server restarting, tables missing) is worth
+        retrying later with the same values."""
         ...
 
     def reset_after_fork(self) -> None:

@@ -8,6 +8,18 @@ batch on a psycopg 3 connection goes as one statement per chunk in psycopg's pip
 mode: the server writes chunk *k* while Python validates and encodes chunk *k + 1*.
 It is all or nothing: on our own connection in one transaction, in a caller's
 transaction under a savepoint that a failure rolls back to.
+
+Overlapping idempotency keys never deadlock, in whatever order they are given.
+Inserting a key that another open transaction has written waits for that transaction,
+so writing keys is taking locks on them, and every batch takes them in one global
+order: a statement writes its keyed rows in key order (see :mod:`pg_sql`), and a
+pipelined batch sends chunks only up to the first chunk holding a key, then the rest
+of the batch as one statement, so all its keys are written by one statement. A batch
+waits for a key only after writing its keys that sort before it: along any chain of
+waiting transactions the keys waited for increase, and the chain cannot close into a
+cycle. Nothing needs retrying. (A caller's transaction that enqueues keys in two
+``add_job``/``add_jobs`` calls takes them in two runs, and can deadlock with another
+that does the same, as any transaction locking rows in two statements can.)
 """
 
 from __future__ import annotations
@@ -288,6 +300,28 @@ def _read_rows(jobs: Sequence[NewJob], rows: Sequence[Any]) -> tuple[list[int], 
     return ids, unresolved
 
 
+def _dependents_of(
+    jobs: Sequence[NewJob], rows: Sequence[Any], targets: Iterable[int]
+) -> list[int]:
+    """Ids of the rows one statement inserted whose placeholders name ``targets``.
+
+    ``targets`` are positions in ``jobs`` (the statement's) of jobs it skipped for a
+    key that a concurrent transaction wrote meanwhile: the statement resolved their
+    placeholders to the id the skipped job drew, which :func:`_repair_parameters` mends.
+    """
+    placeholders = {-(n + 1) for n in targets}
+    return [
+        row[1]
+        for job, row in zip(jobs, rows, strict=True)
+        if row[2] and job.depends_on_job_ids and not placeholders.isdisjoint(job.depends_on_job_ids)
+    ]
+
+
+def _repair_parameters(dependents: list[int], repairs: Mapping[int, int]) -> dict[str, list[int]]:
+    """Parameters of the ``repair_placeholders`` statement (``repairs``: wrong id -> id)."""
+    return {"ids": dependents, "wrong_ids": list(repairs), "right_ids": list(repairs.values())}
+
+
 class Enqueuer:
     """Runs the enqueue statements of one schema (``sql``: :func:`pg_sql.render_statements`)."""
 
@@ -301,7 +335,7 @@ class Enqueuer:
         ``jobs`` may validate each job as it is drawn. A batch of up to
         :data:`PIPELINE_CHUNK` jobs, or one on a connection that cannot pipeline, is
         drawn whole and sent as one statement. A larger one is pipelined in chunks,
-        all or nothing (see :meth:`_add_pipelined`).
+        all or nothing (see :meth:`_add_pipelined`), up to its first idempotency key.
         """
         connection = _CallerConnection(db, self._statements)
         raw = connection.pipeline_connection() if count > PIPELINE_CHUNK else None
@@ -320,7 +354,9 @@ class Enqueuer:
         """Insert ``jobs`` (keys unique) and their events; return ids in input order.
 
         ``execute(sql, params)`` runs one of the text statements on an open
-        connection and returns its rows.
+        connection and returns its rows. A key that a concurrent transaction wrote
+        while the statement ran is looked up afterwards, and the jobs whose
+        placeholders name it are given that transaction's job.
         """
         self._check_prerequisites(jobs, execute)
         if len(jobs) == 1 and not any(i < 0 for i in jobs[0].depends_on_job_ids or ()):
@@ -332,10 +368,15 @@ class Enqueuer:
         ids, unresolved = _read_rows(jobs, rows)
         if unresolved:
             found = self._ids_by_key(list(unresolved), execute)
+            repairs: dict[int, int] = {}
             for key, n in unresolved.items():
                 if key not in found:
                     raise _unresolved_key(key)
+                repairs[ids[n]] = found[key]  # the id the skipped job drew -> the job's
                 ids[n] = found[key]
+            dependents = _dependents_of(jobs, rows, unresolved.values())
+            if dependents:
+                execute(self._sql["repair_placeholders"], _repair_parameters(dependents, repairs))
         if None in ids:  # cannot happen: only a key can make the insert skip a row
             raise InvalidJobError("Failed to insert job: the database returned no id")
         return ids
@@ -369,12 +410,23 @@ class Enqueuer:
     def _send(
         self, conn: psycopg.Connection[Any], jobs: Iterable[NewJob], pipeline: psycopg.Pipeline
     ) -> list[int]:
-        """Send ``jobs`` chunk by chunk, then read and check every result."""
+        """Send ``jobs`` chunk by chunk, then read and check every result.
+
+        From the first chunk that holds an idempotency key on, the rest of the batch
+        is drawn and sent as one statement: keys written by two statements of one
+        transaction would be locked in two runs of key order, which another batch
+        holding the same keys could interleave with into a deadlock. Earlier chunks
+        hold no key, so they lock nothing another enqueue waits for. The price: the
+        keyed rest is validated and encoded before the server starts on it, instead
+        of while it writes the previous chunk.
+        """
         batch = _PipelinedBatch(conn, self._native)
         iterator = iter(jobs)
         # The first chunk is smaller so that the server starts sooner.
         size = max(1, PIPELINE_CHUNK // 4)
         while chunk := list(islice(iterator, size)):
+            if any(job.idempotency_key is not None for job in chunk):
+                chunk.extend(iterator)
             batch.send(chunk, pipeline)
             size = PIPELINE_CHUNK
         pipeline.sync()
@@ -422,6 +474,7 @@ class _PipelinedBatch:
         self._unread: list[tuple[psycopg.Cursor[Any], int, int]] = []  # cursor, first, count
         self._prerequisite_checks: list[tuple[psycopg.Cursor[Any], list[int]]] = []
         self._unresolved: dict[str, int] = {}
+        self._dependents: list[int] = []  # see _dependents_of
 
     def send(self, chunk: list[NewJob], pipeline: psycopg.Pipeline) -> None:
         """Queue the statements of ``chunk`` (the next jobs of the batch)."""
@@ -475,21 +528,37 @@ class _PipelinedBatch:
         for cursor, first, count in self._unread:
             rows = cursor.fetchall()
             cursor.close()
-            ids, unresolved = _read_rows(self._unique.jobs[first : first + count], rows)
+            jobs = self._unique.jobs[first : first + count]
+            ids, unresolved = _read_rows(jobs, rows)
             self._ids[first : first + count] = ids
-            self._unresolved.update((key, first + n) for key, n in unresolved.items())
+            if unresolved:
+                self._unresolved.update((key, first + n) for key, n in unresolved.items())
+                self._dependents += _dependents_of(jobs, rows, unresolved.values())
         self._unread.clear()
 
     def _resolve_keys(self, pipeline: psycopg.Pipeline) -> None:
-        """Look up keys a concurrent transaction inserted during the batch."""
+        """Look up keys a concurrent transaction inserted during the batch.
+
+        Their jobs' dependents in the same statement get those jobs' ids too.
+        """
         if not self._unresolved:
             return
         with self._conn.cursor() as cursor:
             cursor.execute(self._native("ids_by_key"), {"keys": list(self._unresolved)})
             pipeline.sync()
             found = {row[0]: row[1] for row in cursor.fetchall()}
+        repairs: dict[int, int] = {}
         for key, n in self._unresolved.items():
             if key not in found:
                 raise _unresolved_key(key)
+            drawn = self._ids[n]
+            if drawn is not None:
+                repairs[drawn] = found[key]
             self._ids[n] = found[key]
         self._unresolved.clear()
+        if self._dependents:
+            parameters = _repair_parameters(self._dependents, repairs)
+            self._dependents = []
+            with self._conn.cursor() as cursor:
+                cursor.execute(self._native("repair_placeholders"), parameters)
+                pipeline.sync()

@@ -8,10 +8,11 @@ inside UNION branches, and window functions over locked rows.
 ``WITH ORDINALITY``, pre-allocates ids from the ``job_queue`` sequence in input order,
 looks up keys that already exist, resolves batch placeholders (``-(k+1)`` means "the
 job at index k") against an ``id_map`` array of the batch's ids, inserts the rows with
-``ON CONFLICT DO NOTHING`` on the idempotency index, writes one ``added`` event per
-inserted row, and returns one ``(ord, id, was_inserted, existing_id)`` row per input in
-input order. All of that is one statement: one round trip, atomic even in autocommit,
-and usable on any DB-API connection the caller passes as ``db=``. Its cost estimate
+``ON CONFLICT DO NOTHING`` on the idempotency index (in key order, so that batches
+sharing keys cannot deadlock), writes one ``added`` event per inserted row, and
+returns one ``(ord, id, was_inserted, existing_id)`` row per input in input order.
+All of that is one statement: one round trip, atomic even in autocommit, and usable
+on any DB-API connection the caller passes as ``db=``. Its cost estimate
 grows linearly with the batch (placeholders are array subscripts, not joins), so it
 stays under ``jit_above_cost`` on servers with JIT. A single job takes a plain
 ``INSERT … VALUES`` of the same shape (**enqueue_one**).
@@ -136,7 +137,7 @@ inserted AS (
         CAST(r.depends_on_tags AS text[])
     FROM resolved AS r
     WHERE r.existing_id IS NULL
-    ORDER BY r.ord{on_conflict}
+    ORDER BY {insert_order}{on_conflict}
     {returning}
 ),{added_events}
 SELECT resolved.ord, resolved.id, inserted.id IS NOT NULL AS was_inserted, resolved.existing_id
@@ -198,6 +199,34 @@ _IDS_BY_KEY_SQL = (
     "SELECT idempotency_key, id FROM {job_queue} WHERE idempotency_key = ANY(CAST(:keys AS text[]))"
 )
 
+# A batch placeholder names a job whose key a concurrent transaction wrote after the
+# batch's snapshot was taken: the batch skipped that job, but its dependents in the same
+# statement were written with the id the skipped job drew (``id_map``). Rewrites those
+# ids (``wrong_ids``, never any row's id) to the other transaction's job (``right_ids``)
+# in the dependents (``ids``, rows of this transaction) and in their ``added`` events.
+_REPAIR_PLACEHOLDERS_SQL = """
+WITH repair AS (
+    SELECT * FROM unnest(CAST(:wrong_ids AS integer[]), CAST(:right_ids AS integer[]))
+        AS t(wrong_id, right_id)
+),
+repaired AS (
+    UPDATE {job_queue} AS j
+    SET depends_on_job_ids = ARRAY(
+        SELECT COALESCE(repair.right_id, d.id)
+        FROM unnest(j.depends_on_job_ids) WITH ORDINALITY AS d(id, n)
+        LEFT JOIN repair ON repair.wrong_id = d.id
+        ORDER BY d.n)
+    WHERE j.id = ANY(CAST(:ids AS integer[]))
+    RETURNING j.id, j.depends_on_job_ids
+)
+UPDATE {job_events} AS e
+SET metadata = jsonb_set(e.metadata, ARRAY['dependsOn', 'jobIds'],
+    to_jsonb(repaired.depends_on_job_ids))
+FROM repaired
+WHERE e.job_id = repaired.id AND e.event_type = 'added'
+RETURNING e.job_id
+"""
+
 #: Names of the statements :func:`render_statements` and :func:`render_native_statements`
 #: return.
 ENQUEUE_STATEMENTS = (
@@ -207,6 +236,7 @@ ENQUEUE_STATEMENTS = (
     "enqueue_one",
     "existing_ids",
     "ids_by_key",
+    "repair_placeholders",
 )
 
 # SQLAlchemy's own pattern for ``:name`` binds in text(); ``::type`` casts do not match.
@@ -222,6 +252,13 @@ def _qualify(schema: str | None, name: str) -> str:
 # Speculative insertion (ON CONFLICT) costs an extra heap write and WAL record per row,
 # so only batches that carry keys pay for it.
 _ON_CONFLICT = "\n    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+
+# A row whose key another open transaction has written waits for that transaction, so
+# inserting a key is taking a lock on it. Keyed rows are inserted in one global order
+# (the keys' bytes; rows without a key last, in input order): two statements that
+# share keys then wait for each other in one direction only and cannot deadlock. Their
+# ids were drawn in input order before (``input``), so the order of ids is unchanged.
+_KEY_ORDER = 'r.idempotency_key COLLATE "C", r.ord'
 
 
 def _templates() -> dict[str, str]:
@@ -239,16 +276,27 @@ def _templates() -> dict[str, str]:
     keyed = "existing.idempotency_key = input.idempotency_key"
     return {
         "enqueue": _ENQUEUE_SQL.format(
-            arrays=arrays, names=names, existing_key=keyed, on_conflict=_ON_CONFLICT, **shared
+            arrays=arrays,
+            names=names,
+            existing_key=keyed,
+            insert_order=_KEY_ORDER,
+            on_conflict=_ON_CONFLICT,
+            **shared,
         ),
-        # Without keys: no lookup of existing rows, no conflict to resolve.
+        # Without keys: no lookup of existing rows, no conflict to resolve, no lock to order.
         "enqueue_without_keys": _ENQUEUE_SQL.format(
-            arrays=arrays, names=names, existing_key="false", on_conflict="", **shared
+            arrays=arrays,
+            names=names,
+            existing_key="false",
+            insert_order="r.ord",
+            on_conflict="",
+            **shared,
         ),
         "enqueue_plain": _ENQUEUE_PLAIN_SQL.format(arrays=arrays, names=names, **shared),
         "enqueue_one": _ENQUEUE_ONE_SQL.format(**shared),
         "existing_ids": _EXISTING_IDS_SQL,
         "ids_by_key": _IDS_BY_KEY_SQL,
+        "repair_placeholders": _REPAIR_PLACEHOLDERS_SQL,
     }
 
 
@@ -419,7 +467,7 @@ _DEPENDENCIES_SATISFIED = """
 
 _BRANCH = """
         SELECT * FROM (
-            SELECT j.id, j.priority, j.created_at, j.group_id FROM {job_queue} AS j
+            SELECT j.id, j.priority, j.created_at, j.group_id, j.status FROM {job_queue} AS j
             WHERE {condition}{type_filter}{dependencies}
             ORDER BY {order}
             LIMIT :scan_limit
@@ -451,7 +499,8 @@ _BRANCHES = (
 
 _PICK_UNLIMITED = """
 picked AS (
-    SELECT id FROM candidates ORDER BY priority DESC, created_at, id LIMIT :claim_limit
+    SELECT id, status FROM candidates ORDER BY priority DESC, created_at, id
+    LIMIT :claim_limit
 ),"""
 
 # Group limits (W-GRP-1): callers run this variant in a transaction that first takes
@@ -463,13 +512,13 @@ active AS (
     GROUP BY group_id
 ),
 ranked AS (
-    SELECT c.id, c.priority, c.created_at, c.group_id, COALESCE(a.n, 0) AS active,
+    SELECT c.id, c.priority, c.created_at, c.group_id, c.status, COALESCE(a.n, 0) AS active,
         row_number() OVER (
             PARTITION BY c.group_id ORDER BY c.priority DESC, c.created_at, c.id) AS group_rank
     FROM candidates AS c LEFT JOIN active AS a ON a.group_id = c.group_id
 ),
 picked AS (
-    SELECT id FROM ranked
+    SELECT id, status FROM ranked
     WHERE group_id IS NULL OR group_rank <= :group_limit - active
     ORDER BY priority DESC, created_at, id
     LIMIT :claim_limit
@@ -519,12 +568,12 @@ claimed AS (
                                ELSE j.last_retried_at END
     FROM picked
     WHERE j.id = picked.id
-    RETURNING {claimed_columns}, j.priority, j.created_at
+    RETURNING {claimed_columns}, picked.status = 'waiting' AS resumed, j.priority, j.created_at
 ),
 claimed_events AS (
     INSERT INTO {job_events} (job_id, event_type) SELECT id, 'processing' FROM claimed
 )
-SELECT false AS is_done, {claimed_select} FROM (
+SELECT false AS is_done, {claimed_select}, c.resumed FROM (
     SELECT * FROM claimed ORDER BY priority DESC, created_at, id) AS c
 UNION ALL
 SELECT true, done.id, {done_nulls} FROM done
@@ -532,7 +581,7 @@ SELECT true, done.id, {done_nulls} FROM done
 
 _DONE_NULLS = (
     "NULL::varchar, NULL::jsonb, NULL::int, NULL::int, NULL::int, NULL::boolean, NULL::int,"
-    " NULL::boolean, NULL::int, NULL::jsonb, NULL::varchar"
+    " NULL::boolean, NULL::int, NULL::jsonb, NULL::varchar, NULL::boolean"
 )
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import socket
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -47,6 +49,15 @@ jq = schema.job_queue
 je = schema.job_events
 wp = schema.waitpoints
 cs = schema.cron_schedules
+dw = schema.dataqueue_workers
+
+_ONE_MS = sa.text("interval '1 millisecond'")
+# A job of a registered worker whose heartbeat (locked_at) is older than that worker's
+# heartbeat timeout: the worker died or lost track of it.
+_ABANDONED = sa.and_(
+    dw.c.worker_id.isnot(None),
+    jq.c.locked_at < sa.func.now() - dw.c.heartbeat_timeout_ms * _ONE_MS,
+)
 
 _UNIQUE_VIOLATION = "23505"
 
@@ -472,15 +483,30 @@ class PostgresBackend:
             if deleted < batch_size:
                 return total
 
-    def reclaim_stuck_jobs(self, max_processing_time_minutes: int) -> int:
+    def reclaim_stuck_jobs(self, max_processing_seconds: float) -> int:
         allowed = sa.func.greatest(
-            sa.func.make_interval(0, 0, 0, 0, 0, max_processing_time_minutes),
-            sa.func.coalesce(jq.c.timeout_ms, 0) * sa.text("interval '1 millisecond'"),
+            sa.func.make_interval(0, 0, 0, 0, 0, 0, float(max_processing_seconds)),
+            sa.func.coalesce(jq.c.timeout_ms, 0) * _ONE_MS,
         )
+        unregistered = sa.and_(dw.c.worker_id.is_(None), jq.c.locked_at < sa.func.now() - allowed)
+        reclaimed = self._reclaim(sa.or_(_ABANDONED, unregistered))
+        forgotten = sa.delete(dw).where(
+            dw.c.heartbeat_at < sa.func.now() - sa.text("interval '1 hour'"),
+            ~sa.exists().where(jq.c.status == "processing", jq.c.locked_by == dw.c.worker_id),
+        )
+        self._count(forgotten)
+        return reclaimed
+
+    def reclaim_abandoned_jobs(self) -> int:
+        return self._reclaim(_ABANDONED)
+
+    def _reclaim(self, condition: sa.ColumnElement[bool]) -> int:
+        """Release the ``processing`` jobs matching ``condition`` (jobs LEFT JOIN workers)."""
         stuck = (
             sa.select(jq.c.id, (jq.c.attempts >= jq.c.max_attempts).label("exhausted"))
-            .where(jq.c.status == "processing", jq.c.locked_at < sa.func.now() - allowed)
-            .with_for_update(skip_locked=True)
+            .select_from(jq.outerjoin(dw, dw.c.worker_id == jq.c.locked_by))
+            .where(jq.c.status == "processing", condition)
+            .with_for_update(of=jq, skip_locked=True)
             .cte("stuck")
         )
         released = (
@@ -535,6 +561,76 @@ class PostgresBackend:
         ).add_cte(stuck, released, failed, failed_events)
         rows = self._rows(statement)
         return int(rows[0][0])
+
+    # -- worker registry and heartbeats ---------------------------------------------
+
+    def heartbeat(
+        self, worker_id: str, job_ids: Sequence[int], timeout_seconds: float
+    ) -> list[int]:
+        values = {
+            "worker_id": worker_id,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "heartbeat_timeout_ms": max(1, round(timeout_seconds * 1000)),
+        }
+        insert = pg.insert(dw).values(**values)
+        registered = insert.on_conflict_do_update(
+            index_elements=[dw.c.worker_id],
+            set_={
+                "heartbeat_at": sa.func.now(),
+                "hostname": insert.excluded.hostname,
+                "pid": insert.excluded.pid,
+                "heartbeat_timeout_ms": insert.excluded.heartbeat_timeout_ms,
+            },
+        ).cte("registered")
+        ids = sa.bindparam("job_ids", list(job_ids), type_=pg.ARRAY(sa.Integer))
+        refreshed = (
+            sa.update(jq)
+            .where(
+                jq.c.id == sa.any_(ids),
+                jq.c.status == "processing",
+                jq.c.locked_by == worker_id,
+            )
+            .values(locked_at=sa.func.now())
+            .returning(jq.c.id)
+            .add_cte(registered)
+        )
+        return [row[0] for row in self._rows(refreshed)]
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self._count(sa.delete(dw).where(dw.c.worker_id == worker_id))
+
+    def release_jobs(self, worker_id: str, jobs: Sequence[ClaimedJob]) -> list[int]:
+        if not jobs:
+            return []
+        ids = sa.bindparam("ids", [j.id for j in jobs], type_=pg.ARRAY(sa.Integer))
+        resumed = sa.bindparam(
+            "resumed", [j.id for j in jobs if j.resumed], type_=pg.ARRAY(sa.Integer)
+        )
+        was_waiting = jq.c.id == sa.any_(resumed)
+        statement = (
+            sa.update(jq)
+            .where(
+                jq.c.id == sa.any_(ids), jq.c.status == "processing", jq.c.locked_by == worker_id
+            )
+            .values(
+                status=sa.case((was_waiting, "waiting"), else_="pending"),
+                wait_until=sa.case((was_waiting, sa.func.now()), else_=jq.c.wait_until),
+                attempts=sa.case(
+                    (was_waiting, jq.c.attempts), else_=sa.func.greatest(jq.c.attempts - 1, 0)
+                ),
+                # A first claim set started_at; the job never started after all.
+                started_at=sa.case(
+                    (sa.and_(sa.not_(was_waiting), jq.c.attempts <= 1), None),
+                    else_=jq.c.started_at,
+                ),
+                locked_at=None,
+                locked_by=None,
+                updated_at=sa.func.now(),
+            )
+            .returning(jq.c.id)
+        )
+        return [row[0] for row in self._rows(statement)]
 
     # -- processing -----------------------------------------------------------------
 
@@ -785,6 +881,17 @@ class PostgresBackend:
         return enqueued
 
     # -- lifecycle ------------------------------------------------------------------
+
+    def is_data_error(self, error: BaseException) -> bool:
+        state = _sqlstate(error) or ""
+        # 22: data exception (e.g. 22P05 "\u0000 cannot be converted to text",
+        # 22021 invalid byte sequence, 22003 out of range); 54: program limit exceeded
+        # (an index row too large).
+        if state[:2] in ("22", "54"):
+            return True
+        # Text psycopg cannot encode (lone surrogates) fails before reaching the server.
+        cause = getattr(error, "orig", None) or error.__cause__ or error
+        return isinstance(error, UnicodeError) or isinstance(cause, UnicodeError)
 
     def reset_after_fork(self) -> None:
         reset_engine_after_fork(self.engine)

@@ -54,7 +54,7 @@ from django.db import close_old_connections  # type: ignore[import-untyped]
 
 from dataqueue.errors import ConfigurationError
 from dataqueue.queue import JobQueue, init_job_queue
-from dataqueue.worker import milliseconds, one_line, positive_int
+from dataqueue.worker import milliseconds, one_line, positive_int, seconds_arg
 
 __all__ = [
     "WorkerCommand",
@@ -217,6 +217,25 @@ class WorkerCommand(BaseCommand):  # type: ignore[misc]
         parser.add_argument("--no-supervisor", action="store_true")
         parser.add_argument("--supervisor-interval", type=milliseconds, metavar="MS")
         parser.add_argument(
+            "--heartbeat-interval",
+            type=seconds_arg,
+            metavar="S",
+            help="seconds between heartbeats refreshing running jobs' locks (default: 5)",
+        )
+        parser.add_argument(
+            "--heartbeat-timeout",
+            type=seconds_arg,
+            metavar="S",
+            help="seconds of silence after which a worker's jobs are reclaimed (default: 20)",
+        )
+        parser.add_argument(
+            "--stuck-timeout",
+            type=seconds_arg,
+            metavar="S",
+            help="seconds after which jobs of workers that do not heartbeat are reclaimed "
+            "(default: 600)",
+        )
+        parser.add_argument(
             "--drain-timeout",
             type=milliseconds,
             default=30_000.0,
@@ -260,16 +279,26 @@ class WorkerCommand(BaseCommand):  # type: ignore[misc]
                 raise CommandError(one_line(exc)) from None
             processor_options: dict[str, Any] = {
                 name: options[name]
-                for name in ("batch_size", "concurrency", "group_concurrency", "poll_interval")
+                for name in (
+                    "batch_size",
+                    "concurrency",
+                    "group_concurrency",
+                    "poll_interval",
+                    "heartbeat_interval",
+                    "heartbeat_timeout",
+                )
                 if options[name] is not None
             }
-            processor_options["job_type"] = options["job_type"]
+            job_type = options["job_type"]
+            processor_options["job_type"] = "*" if job_type == ["*"] else job_type
             processor_options["verbose"] = verbose
             supervisor_options: dict[str, Any] | None = None
             if not options["no_supervisor"]:
                 supervisor_options = {"verbose": verbose}
                 if options["supervisor_interval"] is not None:
                     supervisor_options["interval_ms"] = options["supervisor_interval"]
+                if options["stuck_timeout"] is not None:
+                    supervisor_options["stuck_jobs_timeout"] = options["stuck_timeout"]
             if verbosity >= 1:
                 self.stdout.write(
                     f"dataqueue worker: job types {', '.join(sorted(handlers)) or '(none)'}; "
@@ -310,14 +339,26 @@ def dashboard_view(dashboard: Callable[..., Any]) -> Callable[..., Any]:
     The app keeps its own CSRF protection (custom header + same-origin check), so the
     view is exempt from Django's token check; protect it with your own decorator (see
     :func:`dashboard_urls`).
+
+    Host names are Django's business: the view calls ``request.get_host()`` first, so a
+    host outside ``settings.ALLOWED_HOSTS`` gets Django's 400 before the dashboard runs,
+    and hands the dashboard that validated host (``USE_X_FORWARDED_HOST`` included) as
+    ``Host``. A dashboard created without ``allowed_hosts`` then checks nothing more; one
+    created with ``allowed_hosts`` also applies its own list.
     """
     import io
 
     from django.http import HttpResponse  # type: ignore[import-untyped]
     from django.views.decorators.csrf import csrf_exempt  # type: ignore[import-untyped]
 
+    from dataqueue.dashboard import Dashboard
+    from dataqueue.dashboard.hosts import ANY_HOST, AllowedHosts
+
+    any_host = AllowedHosts([ANY_HOST])
+
     def view(request: Any, path: str = "") -> Any:
         environ = dict(request.environ)
+        environ["HTTP_HOST"] = request.get_host()  # DisallowedHost: Django answers 400
         environ["wsgi.input"] = io.BytesIO(request.body)
         environ["CONTENT_LENGTH"] = str(len(request.body))
         captured: dict[str, Any] = {}
@@ -327,7 +368,11 @@ def dashboard_view(dashboard: Callable[..., Any]) -> Callable[..., Any]:
         ) -> None:
             captured["status"], captured["headers"] = status, headers
 
-        body = b"".join(dashboard(environ, start_response))
+        if isinstance(dashboard, Dashboard):
+            answer = dashboard.serve(environ, start_response, default_hosts=any_host)
+        else:  # a wrapped app keeps its own host rules
+            answer = dashboard(environ, start_response)
+        body = b"".join(answer)
         response = HttpResponse(body, status=int(captured["status"].split(" ", 1)[0]))
         for name, value in captured["headers"]:
             response[name] = value
@@ -351,7 +396,9 @@ def dashboard_urls(
     ``"module:NAME"`` reference) to ``settings.DATAQUEUE_HANDLERS`` (without handlers the
     "Process jobs" button answers 400). ``protect`` wraps the view; the default,
     ``staff_member_required``, sends anyone who is not staff to the admin login. Put these
-    patterns before ``admin.site.urls`` when the prefix lies under ``admin/``.
+    patterns before ``admin.site.urls`` when the prefix lies under ``admin/``. Requests
+    for hosts outside ``settings.ALLOWED_HOSTS`` get Django's 400 (see
+    :func:`dashboard_view`).
     """
     from django.urls import re_path  # type: ignore[import-untyped]
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from flask import Blueprint, Flask
 
+    from dataqueue.dashboard.hosts import AllowedHosts
     from dataqueue.queue import JobQueue
 
 __all__ = ["EXTENSION_KEY", "init_app"]
@@ -58,24 +59,46 @@ def dashboard_blueprint(
     decorators: Sequence[Callable[[Callable[..., Any]], Callable[..., Any]]] = (),
     processor_options: Mapping[str, Any] | None = None,
     name: str = "dataqueue_dashboard",
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Blueprint:
     """A Blueprint serving the dashboard under ``url_prefix``.
 
     ``decorators`` wrap the view, outermost first — put your login check here (for
     example ``[login_required]``); the dashboard has no login of its own. Register it
     with ``app.register_blueprint(blueprint)``.
+
+    Host names (DNS-rebinding protection; other hosts get a 400), decided per request
+    from the app serving it:
+
+    - ``app.config["TRUSTED_HOSTS"]`` set (Flask 3.1+): Flask's own check, which this
+      view repeats with werkzeug's ``get_host`` so that it also holds on Flask 3.0;
+    - else ``allowed_hosts`` when given (see :func:`~dataqueue.dashboard.create_dashboard`);
+    - else ``app.config["SERVER_NAME"]``'s host (and its subdomains when the app uses
+      ``subdomain_matching``), which Flask 3.1+ itself no longer enforces;
+    - else only ``localhost``, ``127.0.0.1`` and ``::1``.
+
+    ``allowed_hosts`` given together with ``TRUSTED_HOSTS`` must both match.
     """
-    from flask import Blueprint, Response, request
+    from flask import Blueprint, Response, current_app, request
 
     from dataqueue.dashboard import create_dashboard
 
     prefix = "/" + url_prefix.strip("/")
     dashboard = create_dashboard(
-        queue, handlers, base_path=prefix, processor_options=processor_options
+        queue,
+        handlers,
+        base_path=prefix,
+        processor_options=processor_options,
+        allowed_hosts=allowed_hosts,
     )
 
     def serve(path: str = "") -> Any:
-        return Response.from_app(dashboard, request.environ)
+        default_hosts = _app_allowed_hosts(current_app, request.environ)
+
+        def app(environ: Any, start_response: Any) -> Any:
+            return dashboard.serve(environ, start_response, default_hosts=default_hosts)
+
+        return Response.from_app(app, request.environ)
 
     view: Callable[..., Any] = serve
     for decorator in reversed(decorators):
@@ -85,3 +108,26 @@ def dashboard_blueprint(
     blueprint.add_url_rule("/", "index", view, defaults={"path": ""}, methods=methods)
     blueprint.add_url_rule("/<path:path>", "path", view, methods=methods)
     return blueprint
+
+
+def _app_allowed_hosts(app: Flask, environ: dict[str, Any]) -> AllowedHosts:
+    """The hosts ``app``'s configuration allows, for a dashboard created without any.
+
+    Raises werkzeug's ``SecurityError`` (a 400) when ``TRUSTED_HOSTS`` refuses the host.
+    """
+    from werkzeug.wsgi import get_host
+
+    from dataqueue.dashboard.app import LOOPBACK_ONLY
+    from dataqueue.dashboard.hosts import ANY_HOST, AllowedHosts, host_of
+
+    # An empty TRUSTED_HOSTS makes werkzeug accept any host: treat it as unset.
+    trusted = app.config.get("TRUSTED_HOSTS")
+    if trusted:
+        get_host(environ, trusted_hosts=trusted)
+        return AllowedHosts([ANY_HOST])
+    server_host = host_of(app.config.get("SERVER_NAME"))
+    if server_host is None:
+        return LOOPBACK_ONLY
+    if app.subdomain_matching and ":" not in server_host:
+        return AllowedHosts(["." + server_host])
+    return AllowedHosts([server_host])

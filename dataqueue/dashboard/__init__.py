@@ -48,6 +48,20 @@ Unknown API routes answer 404, a wrong method 405 with ``Allow``, unexpected err
 on the ``dataqueue.dashboard`` logger; the details never reach the client). JSON is
 ``application/json`` with ``Cache-Control: no-store``.
 
+Host names (DNS rebinding): a page on ``evil.example`` whose DNS name is re-pointed at
+the dashboard's address would otherwise be same-origin with it, so every request, GET
+or POST, whose ``Host`` header is not allowed gets a 400 before any handler runs
+(``{"error": ...}`` under ``{base}/api``, a line of text elsewhere); a request without a
+``Host`` header (HTTP/1.0) is refused too. ``create_dashboard(..., allowed_hosts=[...])``
+takes exact names or addresses (``"jobs.example.com"``, ``"::1"``), ``".example.com"``
+for a domain and its subdomains, or ``"*"`` to turn the check off; case and port are
+ignored. Without ``allowed_hosts`` the app answers only ``localhost``, ``127.0.0.1``
+and ``::1``, except when mounted with the Flask or Django adapters
+(:mod:`dataqueue.contrib`), which leave the check to the framework (``TRUSTED_HOSTS`` or
+``SERVER_NAME``; ``ALLOWED_HOSTS``). ``dataqueue dashboard`` and ``dataqueue demo``
+answer the loopback names and their ``--host`` address (for ``0.0.0.0``, the machine's
+host name), plus each ``--allowed-host NAME``.
+
 Cross-site request forgery: every POST must carry the header
 ``X-Requested-With: dataqueue`` (the page's ``fetch`` calls send it). A browser sends
 a custom header cross-site only after a CORS preflight, which this app never approves,
@@ -63,9 +77,13 @@ cancel, retry and run jobs. Put it behind your application's login:
 - any WSGI stack: wrap it, e.g. ``def guarded(environ, start_response):`` check the
   session or ``REMOTE_USER`` and answer 403 yourself, else ``return app(environ,
   start_response)``;
-- Flask: call it from a view protected by your own ``login_required``::
+- Flask: :func:`dataqueue.contrib.flask.dashboard_blueprint` takes your login decorator;
+  or call it from a view protected by your own ``login_required`` (then pass your host
+  names)::
 
-      dashboard = create_dashboard(queue, handlers, base_path="/admin/dataqueue")
+      dashboard = create_dashboard(
+          queue, handlers, base_path="/admin/dataqueue", allowed_hosts=["jobs.example.com"]
+      )
 
       @app.route("/admin/dataqueue/", defaults={"rest": ""}, methods=["GET", "HEAD", "POST"])
       @app.route("/admin/dataqueue/<path:rest>", methods=["GET", "HEAD", "POST"])
@@ -73,9 +91,11 @@ cancel, retry and run jobs. Put it behind your application's login:
       def dataqueue_dashboard(rest: str) -> Response:
           return Response.from_app(dashboard, request.environ)
 
-- Django: the same from a view decorated with ``staff_member_required`` that passes
-  ``request.META`` as the environ. Mark that view ``csrf_exempt``: the page does not
-  send Django's CSRF token, and the dashboard makes its own check described above.
+- Django: :func:`dataqueue.contrib.django.dashboard_urls` (staff only by default, host
+  names from ``ALLOWED_HOSTS``); or the same as for Flask from a view decorated with
+  ``staff_member_required`` that passes ``request.META`` as the environ. Mark that view
+  ``csrf_exempt``: the page does not send Django's CSRF token, and the dashboard makes
+  its own check described above.
 
 ``POST api/process`` runs handlers inside the HTTP request (W-API-5): keep batches
 small (``processor_options={"batch_size": ...}``) and run real workers with

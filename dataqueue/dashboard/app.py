@@ -9,10 +9,11 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from dataqueue.dashboard.hosts import LOOPBACK_HOSTS, AllowedHosts
 from dataqueue.dashboard.page import render_page, static_asset
 from dataqueue.enums import JobStatus
 from dataqueue.errors import ConfigurationError
@@ -202,6 +203,20 @@ def csrf_failure(request: Request) -> str | None:
     return None
 
 
+def text_response(status: int, text: str) -> Response:
+    """A short plain-text response (for pages, where JSON would be out of place)."""
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+    ]
+    return Response(status, headers, text.encode("utf-8"))
+
+
+#: The allow-list of a dashboard created without ``allowed_hosts`` and served directly.
+LOOPBACK_ONLY = AllowedHosts(LOOPBACK_HOSTS)
+
+
 class Dashboard:
     """The dashboard as a WSGI application. Create it with :func:`create_dashboard`.
 
@@ -215,6 +230,7 @@ class Dashboard:
         *,
         base_path: str = "/admin/dataqueue",
         processor_options: Mapping[str, Any] | None = None,
+        allowed_hosts: Sequence[str] | None = None,
     ) -> None:
         if handlers is not None and not isinstance(handlers, Mapping):
             raise TypeError(f"handlers must be a mapping of job type to callable, got {handlers!r}")
@@ -224,6 +240,9 @@ class Dashboard:
         self.handlers = None if handlers is None else dict(handlers)
         self.base_path = normalize_base_path(base_path)
         self.processor_options = dict(processor_options or {})
+        #: The hosts given to create_dashboard; None leaves the choice to whoever serves
+        #: the app (loopback only when called as a plain WSGI app, see :meth:`serve`).
+        self.allowed_hosts = None if allowed_hosts is None else AllowedHosts(allowed_hosts)
         # PEP 3333 hands paths over as latin-1 decoded bytes; compare like with like.
         self._wsgi_base = self.base_path.encode("utf-8").decode("latin-1")
         if self.handlers is not None:
@@ -233,9 +252,28 @@ class Dashboard:
     def __call__(
         self, environ: Mapping[str, Any], start_response: StartResponse
     ) -> Iterable[bytes]:
+        return self.serve(environ, start_response)
+
+    def serve(
+        self,
+        environ: Mapping[str, Any],
+        start_response: StartResponse,
+        *,
+        default_hosts: AllowedHosts = LOOPBACK_ONLY,
+    ) -> Iterable[bytes]:
+        """Answer one WSGI request (what calling the app does).
+
+        Requests whose ``Host`` is not allowed get a 400 before anything else runs. The
+        allow-list is the dashboard's ``allowed_hosts``, or ``default_hosts`` when it was
+        created without one: loopback names unless a framework adapter passes the
+        hosts its framework has already checked (``AllowedHosts(["*"])``).
+        """
         request = Request(environ)
         try:
-            response = self.handle(request)
+            allowed = default_hosts if self.allowed_hosts is None else self.allowed_hosts
+            response = self._host_refusal(request, allowed)
+            if response is None:
+                response = self.handle(request)
         except BadRequestError as exc:
             response = error_response(400, str(exc))
         except Exception:
@@ -245,8 +283,34 @@ class Dashboard:
         start_response(_STATUS_LINES[response.status], headers)
         return [b""] if request.method == "HEAD" else [response.body]
 
+    def _host_refusal(self, request: Request, allowed: AllowedHosts) -> Response | None:
+        """A 400 for a request to a host not in ``allowed``, else None.
+
+        JSON under ``{base}/api``, plain text elsewhere (the page, static files).
+        """
+        host = request.header("Host")
+        if allowed.allows(host):
+            return None
+        logger.warning(
+            "[dataqueue-dashboard] Refused %s %s for Host %r (not in allowed_hosts)",
+            request.method,
+            request.path,
+            host,
+        )
+        if host is None:
+            message = "Missing Host header"
+        else:
+            message = f"Host {host!r} is not allowed; add it to the dashboard's allowed hosts"
+        segments = self._segments(request.path)
+        if segments is not None and segments[:1] == ["api"]:
+            return error_response(400, message)
+        return text_response(400, f"Bad Request: {message}\n")
+
     def handle(self, request: Request) -> Response:
-        """Route ``request`` to its handler; raises :class:`BadRequestError` for bad input."""
+        """Route ``request`` to its handler; raises :class:`BadRequestError` for bad input.
+
+        Does not check the ``Host`` header: call the app (or :meth:`serve`) for that.
+        """
         segments = self._segments(request.path)
         if segments is None:
             return error_response(404, "Not found")
@@ -417,6 +481,7 @@ def create_dashboard(
     *,
     base_path: str = "/admin/dataqueue",
     processor_options: Mapping[str, Any] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Dashboard:
     """The dashboard for ``queue`` as a WSGI application served under ``base_path``.
 
@@ -424,7 +489,26 @@ def create_dashboard(
     with them inside the request); without them that route answers 400.
     ``processor_options`` are keyword arguments for ``queue.create_processor``, applied
     over the defaults ``worker_id="dashboard-<epoch ms>"`` and ``batch_size=10``; they
-    are checked when the button is used. Bad arguments raise TypeError or
-    :class:`~dataqueue.errors.ConfigurationError`.
+    are checked when the button is used.
+
+    ``allowed_hosts`` are the host names the app answers; a request with any other
+    ``Host`` header (or none) gets a 400 before any handler runs. Entries are exact
+    names or addresses (``"jobs.example.com"``, ``"10.0.0.5"``, ``"::1"``), leading-dot
+    wildcards (``".example.com"``: the domain and its subdomains) or ``"*"`` (no check);
+    comparison ignores case and the port. The default, None, answers only
+    ``localhost``, ``127.0.0.1`` and ``::1`` when the app is served directly: pass your
+    real host names when you mount it elsewhere. Mounted with
+    :func:`dataqueue.contrib.flask.dashboard_blueprint` or
+    :func:`dataqueue.contrib.django.dashboard_urls`, None defers to the framework's own
+    host check instead (Flask's ``TRUSTED_HOSTS``/``SERVER_NAME``, Django's
+    ``ALLOWED_HOSTS``).
+
+    Bad arguments raise TypeError or :class:`~dataqueue.errors.ConfigurationError`.
     """
-    return Dashboard(queue, handlers, base_path=base_path, processor_options=processor_options)
+    return Dashboard(
+        queue,
+        handlers,
+        base_path=base_path,
+        processor_options=processor_options,
+        allowed_hosts=allowed_hosts,
+    )

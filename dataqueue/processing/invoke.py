@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -38,9 +39,21 @@ def handler_arity(handler: Callable[..., Any]) -> int:
     return min(positional, 3)
 
 
+#: Characters PostgreSQL text cannot hold: NUL, and UTF-16 surrogates (never valid alone).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def error_message(error: BaseException) -> str:
-    """The message stored for a failure: the exception's text, else its class name."""
-    return str(error) or type(error).__name__
+    """The message stored for a failure: the exception's text, else its class name.
+
+    NUL characters and lone surrogates, which PostgreSQL cannot store, are replaced by
+    U+FFFD (the replacement character), so one odd message cannot block storing.
+    """
+    try:
+        text = str(error) or type(error).__name__
+    except Exception:  # a broken __str__ must not lose the failure
+        text = type(error).__name__
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def utc_timestamp() -> str:
@@ -62,6 +75,11 @@ class Outcome:
     wait_until: dt.datetime | None = None
     token_id: str | None = None
     step_data_json: str = "{}"
+    #: Failures: the retry delay, computed once so a retried store schedules the same.
+    retry_in_seconds: float | None = None
+    retry_computed: bool = False
+    #: Failures: the message was already ASCII-escaped because the store refused it.
+    escaped: bool = False
 
     @classmethod
     def completed(cls, job: ClaimedJob, output_json: str | None) -> Outcome:

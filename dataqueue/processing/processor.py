@@ -4,24 +4,28 @@ Threads (one processor):
 
 - ``dataqueue-processor-<worker_id>`` (background mode): the loop. Each cycle stores
   the outcomes workers delivered and claims jobs for the freed slots in **one**
-  statement (``Backend.advance``); failures are stored in one statement per cycle.
+  statement (``Backend.advance``); failures are stored in one statement per cycle
+  (:mod:`dataqueue.processing.storing`). Outcomes the store could not take stay here
+  and are stored on a later cycle, after a backoff (:mod:`dataqueue.processing.outage`).
+- ``dataqueue-heartbeat-<worker_id>``: refreshes the locks of every held job and
+  reclaims dead workers' jobs (:mod:`dataqueue.processing.heartbeat`).
 - ``dataqueue-worker-<worker_id>-<n>``: run handlers. ``concurrency`` of them; when a
   handler outlives its timeout a replacement starts, so the slots stay usable while
   the stuck thread finishes on its own.
 - ``dataqueue-timeouts-<worker_id>``: fires job deadlines (started on first use).
 
-All are daemon threads: losing them at interpreter exit loses nothing that
-``reclaim_stuck_jobs`` cannot recover, and an ``atexit`` hook drains running
-processors first. ``self._cond`` (one lock) guards the outcome list, the in-flight
-count and the running flag.
+All are daemon threads: losing them at interpreter exit loses nothing that the
+heartbeat-based reclaim cannot recover, and an ``atexit`` hook drains running
+processors first. ``self._cond`` (one lock) guards the outcome list, the held jobs,
+the running flag and the backoff deadline.
 """
 
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import json
 import logging
-import queue as queue_module
 import random
 import string
 import threading
@@ -30,18 +34,23 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from dataqueue.backends.base import Backend, ClaimedJob, ClaimRequest, Completion, Failure
-from dataqueue.dependencies import validate_tags
+from dataqueue import intervals
+from dataqueue.backends.base import Backend, ClaimedJob, ClaimRequest
 from dataqueue.durations import token_timeout
-from dataqueue.enums import FailureReason
+from dataqueue.enums import ALL_JOB_TYPES, FailureReason
 from dataqueue.errors import ConfigurationError, DataQueueError, WaitSignal
 from dataqueue.hooks import ErrorCallback, EventHooks, report_error
 from dataqueue.payload import encode_json
+from dataqueue.processing import heartbeat
 from dataqueue.processing.context import JobContext, new_token_id, token_result
 from dataqueue.processing.execution import Execution, Watchdog
-from dataqueue.processing.invoke import Outcome, error_message, handler_arity
+from dataqueue.processing.heartbeat import Heartbeat
+from dataqueue.processing.invoke import Outcome, handler_arity
+from dataqueue.processing.outage import Outage
+from dataqueue.processing.pool import WorkerPool
+from dataqueue.processing.storing import OutcomeStore
 from dataqueue.records import WaitpointRecord, WaitToken
-from dataqueue.retry import retry_delay_seconds
+from dataqueue.validation import require_tags
 
 logger = logging.getLogger("dataqueue.processor")
 
@@ -78,8 +87,11 @@ def _positive_int(value: Any, name: str) -> int:
     return value
 
 
-def _job_types(job_type: Any) -> tuple[str, ...] | None:
+def _job_types(job_type: Any, handlers: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The claim's type filter: by default exactly the handlers' types (None: all types)."""
     if job_type is None:
+        return tuple(sorted(handlers))
+    if job_type == ALL_JOB_TYPES:
         return None
     if isinstance(job_type, str):
         return (job_type,)
@@ -88,43 +100,9 @@ def _job_types(job_type: Any) -> tuple[str, ...] | None:
     raise TypeError(f"job_type must be a string or a list of strings, got {job_type!r}")
 
 
-class _WorkerPool:
-    """Threads that run executions from a queue; grows when a handler is abandoned."""
-
-    def __init__(self, name: str, size: int, run: Callable[[Execution], None]) -> None:
-        self._name = name
-        self._run = run
-        self._queue: queue_module.SimpleQueue[Execution | None] = queue_module.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._serial = 0
-        for _ in range(size):
-            self.add_thread()
-
-    def add_thread(self) -> None:
-        with self._lock:
-            self._serial += 1
-            self._threads += 1
-            name = f"{self._name}-{self._serial}"
-        threading.Thread(target=self._work, name=name, daemon=True).start()
-
-    def submit(self, execution: Execution) -> None:
-        self._queue.put(execution)
-
-    def shutdown(self) -> None:
-        with self._lock:
-            count = self._threads
-        for _ in range(count):
-            self._queue.put(None)
-
-    def _work(self) -> None:
-        while (execution := self._queue.get()) is not None:
-            execution.thread = threading.current_thread()
-            self._run(execution)
-            if execution.abandoned:
-                break  # a replacement took this thread's place when the job timed out
-        with self._lock:
-            self._threads -= 1
+def _unregister(backend: Backend, worker_id: str) -> bool:
+    backend.unregister_worker(worker_id)
+    return True
 
 
 class Processor:
@@ -144,6 +122,8 @@ class Processor:
         on_error: ErrorCallback | None = None,
         verbose: bool = False,
         job_type: str | Sequence[str] | None = None,
+        heartbeat_interval: float | dt.timedelta = heartbeat.DEFAULT_INTERVAL,
+        heartbeat_timeout: float | dt.timedelta = heartbeat.DEFAULT_TIMEOUT,
         before_claim: Sequence[Callable[[], object]] = (),
     ) -> None:
         if not isinstance(handlers, Mapping):
@@ -155,12 +135,6 @@ class Processor:
             self._arity[name] = handler_arity(handler)
         if worker_id is not None and (not isinstance(worker_id, str) or not worker_id):
             raise TypeError(f"worker_id must be a non-empty string, got {worker_id!r}")
-        if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float):
-            raise TypeError(
-                f"poll_interval must be a number of milliseconds, got {poll_interval!r}"
-            )
-        if poll_interval < 0:
-            raise ConfigurationError(f"poll_interval must be >= 0, got {poll_interval!r}")
         if on_error is not None and not callable(on_error):
             raise TypeError(f"on_error must be callable, got {on_error!r}")
         self._backend = backend
@@ -174,20 +148,52 @@ class Processor:
             if group_concurrency is None
             else _positive_int(group_concurrency, "group_concurrency")
         )
-        self.poll_interval_seconds = poll_interval / 1000
+        self.poll_interval_seconds = intervals.milliseconds(poll_interval, "poll_interval") / 1000
+        self.heartbeat_interval = intervals.seconds(
+            heartbeat_interval, "heartbeat_interval", minimum=0.0, maximum=600.0
+        )
+        self.heartbeat_timeout = intervals.seconds(
+            heartbeat_timeout, "heartbeat_timeout", minimum=0.0, maximum=86_400.0
+        )
+        if (
+            self.heartbeat_timeout
+            < heartbeat.MIN_BEATS_PER_TIMEOUT * self.heartbeat_interval - 1e-9
+        ):
+            raise ConfigurationError(
+                f"heartbeat_timeout ({self.heartbeat_timeout:g} s) must be at least "
+                f"{heartbeat.MIN_BEATS_PER_TIMEOUT} heartbeat intervals "
+                f"({heartbeat.MIN_BEATS_PER_TIMEOUT * self.heartbeat_interval:g} s): a shorter "
+                "one would reclaim jobs that are still running"
+            )
         self._on_error = on_error
         self._log_level = logging.INFO if verbose else logging.DEBUG
-        self._job_types = _job_types(job_type)
+        self._job_types = _job_types(job_type, self._handlers)
         self._before_claim = list(before_claim)
+        # _cond guards _outcomes, _held, _to_release, _queued, _running and _retry_at.
         self._cond = threading.Condition()
         self._outcomes: list[Outcome] = []
-        self._in_flight = 0  # claimed and not yet stored (queued, running or finished)
+        self._held: dict[int, Execution] = {}  # claimed, not yet stored or released
+        self._to_release: list[Execution] = []
         self._queued = 0  # claimed, waiting for a worker thread
+        self._retry_at = 0.0  # monotonic time before which the loop leaves the store alone
+        self._claim_requested = False  # jobs became due: claim without waiting for a poll
         self._handler_seconds = _QUICK_HANDLER_SECONDS  # moving average of handler time
         self._running = False
         self._oneshots = 0
         self._loop_thread: threading.Thread | None = None
-        self._pool: _WorkerPool | None = None
+        self._pool: WorkerPool | None = None
+        self._outage = Outage(self._report_outage)
+        self._store = OutcomeStore(backend, self.worker_id, self.emit, self._settled)
+        self._heartbeat = Heartbeat(
+            backend,
+            self.worker_id,
+            interval=self.heartbeat_interval,
+            timeout=self.heartbeat_timeout,
+            held=self._held_ids,
+            on_lost=self._lost,
+            on_reclaimed=self._reclaimed,
+            outage=self._outage,
+        )
         self._watchdog = Watchdog(
             f"dataqueue-timeouts-{self.worker_id}", self._expire, self._store_extension
         )
@@ -199,7 +205,8 @@ class Processor:
 
         Runs the before-claim hooks, claims up to ``batch_size`` jobs, runs them with up
         to ``concurrency`` threads, stores every outcome and returns the number claimed.
-        Independent of background mode: it never starts or stops the loop (W-API-9).
+        Heartbeats keep the claimed jobs' locks fresh meanwhile. Independent of
+        background mode: it never starts or stops the loop (W-API-9).
         """
         with self._cond:
             self._oneshots += 1
@@ -220,7 +227,7 @@ class Processor:
                 self._cond.notify_all()
                 return
             self._running = True
-            self._pool = _WorkerPool(
+            self._pool = WorkerPool(
                 f"dataqueue-worker-{self.worker_id}", self.concurrency, self._execute
             )
             self._loop_thread = threading.Thread(
@@ -231,27 +238,50 @@ class Processor:
         logger.log(self._log_level, "processor %s started", self.worker_id)
 
     def stop(self) -> None:
-        """Stop claiming. Jobs in flight finish and are stored; returns at once."""
+        """Stop claiming; returns at once.
+
+        Claimed jobs that no worker thread has started go back to ``pending`` (or
+        ``waiting``, for a resumed wait) with their attempt restored and no failure
+        recorded. Running jobs finish and are stored.
+        """
         with self._cond:
             self._running = False
             self._cond.notify_all()
 
-    def stop_and_drain(self, timeout_ms: float = 30000) -> None:
-        """Stop, then wait up to ``timeout_ms`` for in-flight jobs to finish and be stored."""
+    def stop_and_drain(self, timeout_ms: float = 30000) -> list[int]:
+        """Stop, then wait up to ``timeout_ms`` for in-flight jobs to finish and be stored.
+
+        Returns the ids of the jobs still held when the wait ended: empty when the
+        drain completed. Those jobs stay locked by this worker while its process lives
+        (their handlers may still finish and be stored); if the process exits, other
+        workers reclaim them once the heartbeat timeout has passed. Never raises for
+        job errors.
+        """
         self.stop()
         thread = self._loop_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(timeout_ms, 0) / 1000)
-            if thread.is_alive():
-                logger.warning(
-                    "processor %s: %d job(s) still running after %s ms",
-                    self.worker_id,
-                    self._in_flight,
-                    timeout_ms,
-                )
+        left = self.unfinished_job_ids()
+        if left:
+            logger.warning(
+                "processor %s: %d job(s) still running after %s ms: %s",
+                self.worker_id,
+                len(left),
+                timeout_ms,
+                ", ".join(map(str, left)),
+            )
+        return left
+
+    def unfinished_job_ids(self) -> list[int]:
+        """Ids of the jobs this processor holds: claimed and not yet stored or released."""
+        with self._cond:
+            return sorted(self._held)
 
     def is_running(self) -> bool:
-        """True while the background loop runs or a one-shot ``start()`` is in progress."""
+        """True while the background loop runs or a one-shot ``start()`` is in progress.
+
+        False once the loop has died (the error went to ``on_error``).
+        """
         return self._running or self._oneshots > 0
 
     # -- used by JobContext ---------------------------------------------------------
@@ -269,7 +299,7 @@ class Processor:
         duration = token_timeout(timeout)
         token = WaitToken(new_token_id())
         self._backend.create_token(
-            token.id, job_id, duration, None if tags is None else validate_tags(tags)
+            token.id, job_id, duration, None if tags is None else require_tags(tags)
         )
         return token
 
@@ -283,26 +313,61 @@ class Processor:
     # -- background loop ------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._run_loop()
+        except BaseException as exc:  # a bug or interpreter shutdown: say so, stop cleanly
+            with self._cond:
+                self._running = False
+            self._report(exc, event=True)
+            logger.critical("processor %s loop died; its jobs will be reclaimed", self.worker_id)
+        finally:
+            self._finish_background()
+
+    def _run_loop(self) -> None:
         next_tick = 0.0
         claim_more = False
+        registered = False
         while True:
             with self._cond:
                 self._wait_for_work(next_tick, claim_more)
                 outcomes, self._outcomes = self._outcomes, []
                 running = self._running
-                if not running and self._in_flight == 0:
+                woken, self._claim_requested = self._claim_requested, False
+                if not running and self._pool is not None:
+                    unstarted = self._pool.take_queued()
+                    self._queued -= len(unstarted)
+                    self._to_release.extend(unstarted)
+                to_release, self._to_release = self._to_release, []
+                if not running and not self._held:
                     break
+            if not registered:
+                registered = self._register()
+                if not registered:
+                    self._put_back(outcomes, to_release)
+                    continue
+                self._heartbeat.start()
             tick_due = running and time.monotonic() >= next_tick
             if tick_due:
                 self._run_before_claim()
                 next_tick = time.monotonic() + self.poll_interval_seconds
+            self._release(to_release)
             limit = 0
-            if running and (tick_due or claim_more or outcomes):
+            if running and (tick_due or claim_more or outcomes or woken):
                 capacity = self.concurrency + self._prefetch()
-                limit = min(capacity - self._in_flight + len(outcomes), self.batch_size)
-            claimed = self._cycle(outcomes, limit, report_event=True)
+                with self._cond:
+                    held = len(self._held)
+                limit = min(capacity - held + len(outcomes), self.batch_size)
+            claimed = self._cycle(outcomes, limit)
             claim_more = limit > 0 and claimed == limit
-        self._finish_background()
+
+    def _register(self) -> bool:
+        try:
+            self._heartbeat.register()
+        except Exception as exc:
+            self._back_off(exc)
+            return False
+        self._outage.succeeded()
+        return True
 
     def _prefetch(self) -> int:
         """How many jobs to claim beyond the free slots (0 for slow handlers).
@@ -316,7 +381,7 @@ class Processor:
         finished = len(self._outcomes)
         if not finished:
             return False
-        unfinished = self._in_flight - finished
+        unfinished = len(self._held) - finished
         # Store when a batch is full, when nothing else is coming, or when the local
         # queue runs low (so workers never idle while this loop waits).
         low_water = self.batch_size if self._prefetch() else self.concurrency
@@ -324,15 +389,24 @@ class Processor:
 
     def _wait_for_work(self, next_tick: float, claim_more: bool) -> None:
         """Block (holding ``_cond``) until outcomes arrive, a claim is due, or stop."""
-        while not self._batch_ready():
+        while True:
+            now = time.monotonic()
+            if self._retry_at > now:  # backing off while the store is away
+                self._cond.wait(self._retry_at - now)
+                continue
+            if self._to_release or (not self._running and self._queued):
+                return
+            if self._batch_ready():
+                return
             if self._running:
-                if claim_more and self._in_flight < self.concurrency + self._prefetch():
+                capacity = self.concurrency + self._prefetch()
+                if (claim_more or self._claim_requested) and len(self._held) < capacity:
                     return
-                remaining = next_tick - time.monotonic()
+                remaining = next_tick - now
                 if remaining <= 0:
                     return
                 self._cond.wait(remaining)
-            elif self._in_flight == 0:
+            elif not self._held:
                 return
             else:
                 self._cond.wait()
@@ -340,8 +414,10 @@ class Processor:
                     return
 
     def _finish_background(self) -> None:
+        self._heartbeat.stop()
         with self._cond:
             pool, self._pool = self._pool, None
+            drained = not self._held
             if self._running:  # restarted while draining: keep going in a fresh loop
                 self._loop_thread = None
                 self._running = False
@@ -350,6 +426,8 @@ class Processor:
                 restart = False
         if pool is not None:
             pool.shutdown()
+        if drained and not restart:
+            self.write_best_effort("worker registry", _unregister)
         _running_processors.discard(self)
         logger.log(self._log_level, "processor %s stopped", self.worker_id)
         if restart:
@@ -359,6 +437,7 @@ class Processor:
 
     def _run_once(self) -> int:
         self._run_before_claim()
+        outage = Outage(lambda exc: self._report(exc, event=True))
         try:
             _, claimed = self._backend.advance(
                 self.worker_id, [], self._claim_request(self.batch_size)
@@ -368,37 +447,107 @@ class Processor:
             return 0
         if not claimed:
             return 0
-        outcomes: list[Outcome] = []
+        # Registered after the claim, so that an empty poll stays one statement. If this
+        # fails, the heartbeat thread registers on its first beat.
+        self.write_best_effort(
+            "worker registry",
+            lambda backend, worker: bool(backend.heartbeat(worker, [], self.heartbeat_timeout)),
+        )
         done = threading.Condition()
+        outcomes: list[Outcome] = []
 
         def collect(outcome: Outcome) -> None:
             with done:
                 outcomes.append(outcome)
                 done.notify()
 
-        pool = _WorkerPool(
+        executions = [Execution(job, collect) for job in claimed]
+        with self._cond:
+            self._held.update((e.job.id, e) for e in executions)
+        pool = WorkerPool(
             f"dataqueue-worker-{self.worker_id}-once",
             min(self.concurrency, len(claimed)),
             self._run_job,
         )
-        all_parallel = self.concurrency >= len(claimed)
+        beat = self._oneshot_heartbeat(outage)
         try:
-            for job in claimed:
-                self.emit("job:processing", {"job_id": job.id, "job_type": job.job_type})
-                pool.submit(Execution(job, collect))
-            stored = 0
-            while stored < len(claimed):
-                with done:
-                    while not outcomes:
-                        done.wait()
-                    batch, outcomes[:] = list(outcomes), []
-                self._store(batch, report_event=all_parallel)
-                stored += len(batch)
+            for execution in executions:
+                self.emit(
+                    "job:processing",
+                    {"job_id": execution.job.id, "job_type": execution.job.job_type},
+                )
+                pool.submit(execution)
+            self._store_until_settled(executions, outcomes, done, outage)
         finally:
+            beat.stop()
             pool.shutdown()
+        with self._cond:
+            drained = not self._held and not self._running
+        if drained:  # a serverless invocation leaves no registry row behind
+            self.write_best_effort("worker registry", _unregister)
         return len(claimed)
 
-    # -- claiming and storing -------------------------------------------------------
+    def _oneshot_heartbeat(self, outage: Outage) -> Heartbeat:
+        beat = Heartbeat(
+            self._backend,
+            self.worker_id,
+            interval=self.heartbeat_interval,
+            timeout=self.heartbeat_timeout,
+            held=self._held_ids,
+            on_lost=self._lost,
+            on_reclaimed=lambda count: None,
+            outage=outage,
+        )
+        beat.start()
+        return beat
+
+    def _store_until_settled(
+        self,
+        executions: list[Execution],
+        outcomes: list[Outcome],
+        done: threading.Condition,
+        outage: Outage,
+    ) -> None:
+        """Store outcomes as they arrive; retry with backoff while the store is away.
+
+        Gives up (the jobs stay locked and are reclaimed) only after the heartbeat
+        timeout of failing tries, so a serverless invocation ends.
+        """
+        ids = {e.job.id for e in executions}
+        pending: list[Outcome] = []
+        deadline: float | None = None
+        while True:
+            with self._cond:
+                if not ids & self._held.keys():
+                    return
+            with done:
+                if not outcomes and not pending:
+                    done.wait()
+                batch, outcomes[:] = [*pending, *outcomes], []
+            result = self._store.store(batch, None)
+            pending = result.retry
+            if result.error is None:
+                outage.succeeded()
+                deadline = None
+                continue
+            delay = outage.failed(result.error)
+            if not result.transient:
+                continue
+            deadline = deadline or time.monotonic() + self.heartbeat_timeout
+            if time.monotonic() + delay > deadline:
+                logger.error(
+                    "processor %s: could not store %d outcome(s); their jobs will be reclaimed",
+                    self.worker_id,
+                    len(pending),
+                )
+                with self._cond:
+                    for outcome in pending:
+                        self._held.pop(outcome.job.id, None)
+                pending = []
+                continue
+            time.sleep(delay)
+
+    # -- claiming, storing, releasing -----------------------------------------------
 
     def _claim_request(self, limit: int) -> ClaimRequest:
         return ClaimRequest(
@@ -415,137 +564,95 @@ class Processor:
             except Exception as exc:
                 self._report(exc, event=True)
 
-    def _cycle(self, outcomes: list[Outcome], limit: int, *, report_event: bool) -> int:
-        """Store ``outcomes`` and claim up to ``limit`` jobs; return how many were claimed."""
-        failures = [o for o in outcomes if o.kind == "failed"]
-        completions = [o for o in outcomes if o.kind == "completed"]
-        self._store_failures(failures)
-        self._store_waits([o for o in outcomes if o.kind == "waiting"], report_event=False)
-        claimed: list[ClaimedJob] = []
-        try:
-            done_ids, claimed = self._backend.advance(
-                self.worker_id,
-                [Completion(o.job.id, o.output_json) for o in completions],
-                self._claim_request(max(limit, 0)),
-            )
-        except Exception as exc:
-            # W-CMP-1: a storage error is not a handler failure; the jobs stay in
-            # processing until reclaim_stuck_jobs releases them.
-            self._report(exc, event=report_event and limit > 0)
-            done_ids = []
-        self._announce_completed(completions, done_ids)
+    def _cycle(self, outcomes: list[Outcome], limit: int) -> int:
+        """Store ``outcomes`` and claim up to ``limit`` jobs; return how many were claimed.
+
+        Outcomes the store could not take are kept for the next cycle, after a backoff.
+        """
+        claim = self._claim_request(max(limit, 0)) if limit > 0 else None
+        result = self._store.store(outcomes, claim)
+        if result.error is not None:
+            self._back_off(result.error)
+        elif outcomes or claim is not None:
+            self._outage.succeeded()
+        if result.retry:
+            self._put_back(result.retry, [])
+        self._accept(result.claimed)
+        return len(result.claimed)
+
+    def _accept(self, claimed: list[ClaimedJob]) -> None:
+        executions = [Execution(job, self._deliver) for job in claimed]
         with self._cond:
-            self._in_flight += len(claimed) - len(outcomes)
-            self._queued += len(claimed)
+            self._held.update((e.job.id, e) for e in executions)
+            self._queued += len(executions)
         pool = self._pool
-        for job in claimed:
+        for execution in executions:
+            job = execution.job
             self.emit("job:processing", {"job_id": job.id, "job_type": job.job_type})
             if pool is not None:
-                pool.submit(Execution(job, self._deliver))
-        return len(claimed)
+                pool.submit(execution)
 
-    def _store(self, outcomes: list[Outcome], *, report_event: bool) -> None:
-        """Store outcomes without claiming (one-shot mode)."""
-        failures = [o for o in outcomes if o.kind == "failed"]
-        completions = [o for o in outcomes if o.kind == "completed"]
-        self._store_failures(failures, report_event=report_event)
-        self._store_waits([o for o in outcomes if o.kind == "waiting"], report_event=report_event)
-        if not completions:
+    def _release(self, executions: list[Execution]) -> None:
+        """Give back claimed jobs that never started (shutdown)."""
+        if not executions:
             return
         try:
-            done_ids, _ = self._backend.advance(
+            released = self._backend.release_jobs(self.worker_id, [e.job for e in executions])
+        except Exception as exc:
+            self._put_back([], executions)  # tried again after a backoff
+            self._back_off(exc)
+            return
+        with self._cond:
+            for execution in executions:
+                self._held.pop(execution.job.id, None)
+        logger.log(
+            self._log_level,
+            "processor %s gave back %d unstarted job(s): %s",
+            self.worker_id,
+            len(released),
+            ", ".join(map(str, released)),
+        )
+
+    def _put_back(self, outcomes: list[Outcome], to_release: list[Execution]) -> None:
+        with self._cond:
+            self._outcomes[:0] = outcomes
+            self._to_release[:0] = to_release
+
+    def _back_off(self, error: BaseException) -> None:
+        delay = self._outage.failed(error)
+        with self._cond:
+            self._retry_at = time.monotonic() + delay
+
+    def _report_outage(self, error: BaseException) -> None:
+        self._report(error, event=True)
+
+    def _settled(self, job_id: int) -> None:
+        with self._cond:
+            self._held.pop(job_id, None)
+            self._cond.notify_all()
+
+    def _held_ids(self) -> list[int]:
+        with self._cond:
+            return list(self._held)
+
+    def _lost(self, job_ids: list[int]) -> None:
+        """The store says these jobs are no longer ours: tell their handlers to stop."""
+        with self._cond:
+            executions = [self._held[i] for i in job_ids if i in self._held]
+        for execution in executions:
+            logger.warning(
+                "job %s: worker %s lost its lock (reclaimed after a missed heartbeat); "
+                "its result will not be stored",
+                execution.job.id,
                 self.worker_id,
-                [Completion(o.job.id, o.output_json) for o in completions],
-                self._claim_request(0),
             )
-        except Exception as exc:
-            self._report(exc, event=report_event)
-            return
-        self._announce_completed(completions, done_ids)
+            execution.signal.abort("lock lost")
 
-    def _announce_completed(self, completions: list[Outcome], done_ids: list[int]) -> None:
-        stored = set(done_ids)
-        for outcome in completions:
-            job = outcome.job
-            if job.id in stored:
-                self.emit("job:completed", {"job_id": job.id, "job_type": job.job_type})
-            else:
-                logger.warning(
-                    "job %s finished but worker %s no longer owned it; result dropped",
-                    job.id,
-                    self.worker_id,
-                )
-
-    def _store_failures(self, failures: list[Outcome], *, report_event: bool = False) -> None:
-        if not failures:
-            return
-        try:
-            results = self._backend.fail_jobs(self.worker_id, [self._failure(o) for o in failures])
-        except Exception as exc:
-            self._report(exc, event=report_event)
-            return
-        by_id = {result.job_id: result for result in results}
-        for outcome in failures:
-            result = by_id.get(outcome.job.id)
-            if result is None:
-                logger.warning(
-                    "job %s failed but worker %s no longer owned it; failure dropped",
-                    outcome.job.id,
-                    self.worker_id,
-                )
-                continue
-            self.emit(
-                "job:failed",
-                {
-                    "job_id": outcome.job.id,
-                    "job_type": outcome.job.job_type,
-                    "error": outcome.error,
-                    "will_retry": result.will_retry,
-                },
-            )
-
-    def _store_waits(self, waits: list[Outcome], *, report_event: bool) -> None:
-        for outcome in waits:
-            job = outcome.job
-            try:
-                parked = self._backend.wait_job(
-                    self.worker_id,
-                    job.id,
-                    outcome.wait_until,
-                    outcome.token_id,
-                    outcome.step_data_json,
-                )
-            except Exception as exc:
-                self._report(exc, event=report_event)
-                continue
-            if parked:
-                self.emit("job:waiting", {"job_id": job.id, "job_type": job.job_type})
-            else:
-                logger.warning(
-                    "job %s started waiting but worker %s no longer owned it",
-                    job.id,
-                    self.worker_id,
-                )
-
-    @staticmethod
-    def _failure(outcome: Outcome) -> Failure:
-        job = outcome.job
-        assert outcome.error is not None
-        delay = retry_delay_seconds(
-            job.attempts,
-            job.max_attempts,
-            retry_delay=job.retry_delay,
-            retry_backoff=job.retry_backoff,
-            retry_delay_max=job.retry_delay_max,
-            jitter=random.random(),
-        )
-        return Failure(
-            job_id=job.id,
-            message=error_message(outcome.error),
-            reason=outcome.reason,
-            retry_in_seconds=delay,
-            failed_at=outcome.failed_at,
-        )
+    def _reclaimed(self, count: int) -> None:
+        logger.info("reclaimed %d job(s) of workers that stopped heartbeating", count)
+        with self._cond:
+            self._claim_requested = True  # they are due now: claim without waiting for a poll
+            self._cond.notify_all()
 
     def _deliver(self, outcome: Outcome) -> None:
         with self._cond:

@@ -13,20 +13,13 @@ import pytest
 import sqlalchemy as sa
 
 import dataqueue as dq
-from tests.conftest import run_sql
+from tests.conftest import run_sql, start_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _worker(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dataqueue", "worker", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_cli("worker", *args, env=env)
 
 
 def test_worker_processes_jobs_and_drains_on_sigterm(
@@ -174,25 +167,15 @@ def test_dashboard_command_serves_the_api(pg_queue: dq.JobQueue, database_url: s
 
     job_id = pg_queue.add_job("greet", {"name": "ada"})
     port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dataqueue",
-            "dashboard",
-            "tests.integration.cli_handlers:HANDLERS",
-            "--database-url",
-            database_url,
-            "--port",
-            str(port),
-            "--base-path",
-            "/admin/dataqueue",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_cli(
+        "dashboard",
+        "tests.integration.cli_handlers:HANDLERS",
+        "--database-url",
+        database_url,
+        "--port",
+        str(port),
+        "--base-path",
+        "/admin/dataqueue",
     )
     try:
         deadline = time.monotonic() + 30

@@ -1,13 +1,17 @@
-"""The dashboard's WSGI app against a real PostgreSQL: routes, JSON, errors, CSRF, XSS."""
+"""The dashboard's WSGI app against a real PostgreSQL: routes, JSON, errors, CSRF, XSS, hosts."""
 
 from __future__ import annotations
 
 import html
+import http.client
 import io
 import json
 import logging
 import re
+import signal
+import socket
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -15,9 +19,14 @@ import pytest
 import sqlalchemy as sa
 
 import dataqueue as dq
+from dataqueue.cli import build_parser
+from dataqueue.cli import main as cli_main
 from dataqueue.dashboard import create_dashboard
+from dataqueue.dashboard.hosts import serving_hosts
 from dataqueue.dashboard.page import static_asset
-from tests.conftest import run_sql
+from tests.conftest import run_sql, start_cli
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BASE = "/admin/dataqueue"
 POST_HEADERS = {"X-Requested-With": "dataqueue"}
@@ -601,3 +610,261 @@ def test_script_builds_the_dom_without_markup() -> None:
     assert "textContent" in script or "createTextNode" in script
     # The page offers actions from the server's canCancel/canRetry flags only.
     assert "job.canCancel" in script and "job.canRetry" in script
+
+
+# -- Host names (DNS rebinding) -------------------------------------------------------
+
+FOREIGN = {"Host": "evil.example:18081"}
+FOREIGN_POST = {**POST_HEADERS, **FOREIGN, "Origin": "http://evil.example:18081"}
+
+
+def test_foreign_host_gets_400_text_for_the_page(client: Client) -> None:
+    for path in (BASE, f"{BASE}/jobs/1", f"{BASE}/static/dashboard.js"):
+        result = client.get(path, headers=FOREIGN)
+        assert result.status == 400
+        assert result.headers["content-type"] == "text/plain; charset=utf-8"
+        assert "evil.example" in result.text and "<" not in result.text
+
+
+def test_foreign_host_cannot_read_a_job(client: Client, pg_queue: dq.JobQueue) -> None:
+    job_id = pg_queue.add_job("email", {"secret": "s3cret-payload"})
+    result = client.get(f"{BASE}/api/jobs/{job_id}", headers=FOREIGN)
+    assert result.status == 400
+    assert "not allowed" in result.json()["error"]
+    assert b"s3cret-payload" not in result.body
+    assert client.get(f"{BASE}/api/jobs", headers=FOREIGN).status == 400
+
+
+def test_foreign_host_cannot_cancel_even_with_matching_origin(
+    client: Client, pg_queue: dq.JobQueue, pending_id: int
+) -> None:
+    result = client.request("POST", f"{BASE}/api/jobs/{pending_id}/cancel", FOREIGN_POST)
+    assert result.status == 400
+    assert "not allowed" in result.json()["error"]
+    job = pg_queue.get_job(pending_id)
+    assert job is not None and job.status == "pending"
+    assert [e.event_type for e in pg_queue.get_job_events(pending_id)] == ["added"]
+
+
+def test_foreign_host_cannot_retry_or_process(client: Client, pg_queue: dq.JobQueue) -> None:
+    failed = _failed_job(pg_queue, client)
+    pending = pg_queue.add_job("email", {})
+    assert client.request("POST", f"{BASE}/api/jobs/{failed}/retry", FOREIGN_POST).status == 400
+    assert client.request("POST", f"{BASE}/api/process", FOREIGN_POST).status == 400
+    job, untouched = pg_queue.get_job(failed), pg_queue.get_job(pending)
+    assert job is not None and job.status == "failed"
+    assert untouched is not None and untouched.status == "pending" and untouched.attempts == 0
+
+
+def test_request_without_host_header_is_refused(client: Client) -> None:
+    # HTTP/1.0 clients may omit Host; setup_testing_defaults would add one, so remove it.
+    environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": f"{BASE}/api/jobs"}
+    setup_testing_defaults(environ)
+    del environ["HTTP_HOST"]
+    captured: dict[str, Any] = {}
+    body = b"".join(client.app(environ, lambda status, headers: captured.update(status=status)))
+    assert captured["status"].startswith("400")
+    assert json.loads(body) == {"error": "Missing Host header"}
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "127.0.0.1:8080",
+        "localhost:18081",
+        "LOCALHOST",
+        "localhost.",
+        "[::1]",
+        "[::1]:8080",
+        "[0:0:0:0:0:0:0:1]:8080",
+    ],
+)
+def test_default_answers_loopback_names_on_any_port(client: Client, host: str) -> None:
+    assert client.get(f"{BASE}/api/jobs", headers={"Host": host}).status == 200
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "localhost.evil.example",
+        "127.0.0.2",
+        "[::2]:8080",
+        "::1",  # an IPv6 literal must be bracketed in a Host header
+        "127.0.0.1@evil.example",
+        "127.0.0.1:8080:80",
+        "127.0.0.1:port",
+        "[::1",
+        "",
+    ],
+)
+def test_default_refuses_other_and_malformed_hosts(client: Client, host: str) -> None:
+    assert client.get(f"{BASE}/api/jobs", headers={"Host": host}).status == 400
+
+
+def test_configured_hosts_replace_the_loopback_default(pg_queue: dq.JobQueue) -> None:
+    app = Client(create_dashboard(pg_queue, HANDLERS, allowed_hosts=["Jobs.Example.com"]))
+    job_id = pg_queue.add_job("email", {})
+    assert app.get(f"{BASE}/api/jobs/{job_id}", headers={"Host": "jobs.example.com"}).status == 200
+    assert app.get(BASE, headers={"Host": "JOBS.example.COM:8443"}).status == 200
+    assert app.get(BASE, headers={"Host": "localhost"}).status == 400
+    assert app.get(BASE, headers={"Host": "a.jobs.example.com"}).status == 400
+
+
+def test_configured_host_keeps_the_csrf_origin_check(pg_queue: dq.JobQueue) -> None:
+    app = Client(create_dashboard(pg_queue, allowed_hosts=["jobs.example.com"]))
+    job_id = pg_queue.add_job("email", {})
+    host = {"Host": "jobs.example.com"}
+    forged = app.post(
+        f"{BASE}/api/jobs/{job_id}/cancel", {**host, "Origin": "https://evil.example"}
+    )
+    assert forged.status == 403 and "Cross-origin" in forged.json()["error"]
+    same = app.post(
+        f"{BASE}/api/jobs/{job_id}/cancel", {**host, "Origin": "https://jobs.example.com"}
+    )
+    assert same.status == 200 and same.json()["changed"] is True
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("example.com", 200),
+        ("a.example.com:8080", 200),
+        ("a.b.EXAMPLE.com", 200),
+        ("badexample.com", 400),
+        ("example.com.evil.example", 400),
+        ("example.org", 400),
+    ],
+)
+def test_leading_dot_allows_a_domain_and_its_subdomains(
+    pg_queue: dq.JobQueue, host: str, status: int
+) -> None:
+    app = Client(create_dashboard(pg_queue, allowed_hosts=[".example.com"]))
+    assert app.get(f"{BASE}/api/jobs", headers={"Host": host}).status == status
+
+
+def test_star_turns_the_check_off(pg_queue: dq.JobQueue) -> None:
+    app = Client(create_dashboard(pg_queue, allowed_hosts=["*"]))
+    assert app.get(f"{BASE}/api/jobs", headers={"Host": "anything.example"}).status == 200
+
+
+def test_ipv6_entries_match_bracketed_hosts_in_any_spelling(pg_queue: dq.JobQueue) -> None:
+    app = Client(create_dashboard(pg_queue, allowed_hosts=["2001:db8::1", "[fe80::2]"]))
+    for host in ("[2001:db8::1]", "[2001:DB8:0:0::1]:8080", "[fe80::2]:80"):
+        assert app.get(f"{BASE}/api/jobs", headers={"Host": host}).status == 200, host
+    assert app.get(f"{BASE}/api/jobs", headers={"Host": "[2001:db8::2]"}).status == 400
+
+
+@pytest.mark.parametrize(
+    "hosts", [["localhost:8080"], ["*.example.com"], [""], ["."], ["a b"], ["[::g]"], [], [5]]
+)
+def test_malformed_allowed_hosts_are_rejected(pg_queue: dq.JobQueue, hosts: Any) -> None:
+    with pytest.raises(dq.ConfigurationError):
+        create_dashboard(pg_queue, allowed_hosts=hosts)
+
+
+def test_a_single_string_is_not_taken_for_a_list_of_hosts(pg_queue: dq.JobQueue) -> None:
+    with pytest.raises(TypeError, match="list of host names"):
+        create_dashboard(pg_queue, allowed_hosts="jobs.example.com")
+
+
+def test_serving_hosts_add_the_bound_address_or_the_machine_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loopback = ["localhost", "127.0.0.1", "::1"]
+    assert serving_hosts("127.0.0.1") == loopback
+    assert serving_hosts("192.168.1.5") == [*loopback, "192.168.1.5"]
+    assert serving_hosts("Jobs.Local", ["a.example", "A.EXAMPLE"]) == [
+        *loopback,
+        "jobs.local",
+        "a.example",
+    ]
+    monkeypatch.setattr(socket, "gethostname", lambda: "Build-Box")
+    assert serving_hosts("0.0.0.0") == [*loopback, "build-box"]
+    assert serving_hosts("::") == [*loopback, "build-box"]
+    monkeypatch.setattr(socket, "gethostname", lambda: "")
+    assert serving_hosts("0.0.0.0", ["*"]) == [*loopback, "*"]
+
+
+# -- CLI: dataqueue dashboard / demo ---------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["dashboard", "m:HANDLERS"], ["demo"]])
+def test_cli_allowed_host_flag_is_repeatable_and_normalized(command: list[str]) -> None:
+    args = build_parser().parse_args(
+        [*command, "--allowed-host", "Jobs.Example.com", "--allowed-host", "[::1]"]
+    )
+    assert args.allowed_hosts == ["jobs.example.com", "::1"]
+    assert build_parser().parse_args(command).allowed_hosts == []
+
+
+def test_cli_rejects_an_allowed_host_with_a_port(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["dashboard", "m:HANDLERS", "--allowed-host", "jobs.example.com:80"]) == 2
+    assert "has a port" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _http_get(port: int, path: str, host: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest("GET", path, skip_host=True)
+        connection.putheader("Host", host)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_cli_dashboard_answers_loopback_and_allowed_hosts_only(
+    pg_queue: dq.JobQueue, database_url: str
+) -> None:
+    job_id = pg_queue.add_job("greet", {"name": "s3cret-payload"})
+    port = _free_port()
+    process = start_cli(
+        "dashboard",
+        "tests.integration.cli_handlers:HANDLERS",
+        "--database-url",
+        database_url,
+        "--port",
+        str(port),
+        "--allowed-host",
+        "jobs.example.com",
+    )
+    try:
+        assert process.stdout is not None
+        banner = [process.stdout.readline(), process.stdout.readline()]
+        assert banner[0].startswith(f"dashboard on http://127.0.0.1:{port}/"), banner
+        assert "localhost, 127.0.0.1, ::1, jobs.example.com" in banner[1]
+        path = f"/api/jobs/{job_id}"
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"jobs.example.com:{port}"):
+            status, body = _http_get(port, path, host)
+            assert status == 200 and b"s3cret-payload" in body, host
+        status, body = _http_get(port, path, f"evil.example:{port}")
+        assert status == 400 and b"s3cret-payload" not in body
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+
+
+# -- Process jobs claims only the types it has handlers for ---------------------------
+
+
+def test_process_leaves_jobs_without_a_handler_alone(pg_queue: dq.JobQueue) -> None:
+    # Needs the processor to claim only its handlers' types when job_type is not given.
+    app = Client(create_dashboard(pg_queue, {"a": lambda payload: "done"}))
+    other = pg_queue.add_job("b", {})
+    mine = pg_queue.add_job("a", {})
+    assert app.post(f"{BASE}/api/process").json() == {"processed": 1}
+    done, untouched = pg_queue.get_job(mine), pg_queue.get_job(other)
+    assert done is not None and done.status == "completed"
+    assert untouched is not None and untouched.status == "pending"
+    assert untouched.attempts == 0 and untouched.error_history in (None, [])

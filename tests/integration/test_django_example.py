@@ -232,6 +232,23 @@ client = Client()
 client.login(username="staff", password="pw")
 job = client.get(f"/admin/dataqueue/api/jobs/{{job_id}}")
 page = client.get("/admin/dataqueue/")
+# A host outside ALLOWED_HOSTS, without CommonMiddleware (which checks the host too):
+# the dashboard view itself asks Django, which answers 400.
+from django.conf import settings
+from django.test import override_settings
+common = "django.middleware.common.CommonMiddleware"
+with override_settings(MIDDLEWARE=[m for m in settings.MIDDLEWARE if m != common]):
+    bare = Client()
+    bare.force_login(User.objects.get(username="staff"))
+    foreign_job = bare.get(f"/admin/dataqueue/api/jobs/{{job_id}}", HTTP_HOST="evil.example")
+    foreign_cancel = bare.post(
+        f"/admin/dataqueue/api/jobs/{{job_id}}/cancel",
+        HTTP_HOST="evil.example:18081",
+        HTTP_ORIGIN="http://evil.example:18081",
+        HTTP_X_REQUESTED_WITH="dataqueue",
+    )
+    allowed_job = bare.get(f"/admin/dataqueue/api/jobs/{{job_id}}", HTTP_HOST="[::1]:8000")
+after_foreign = queue_from_settings().get_job(job_id).status
 forged = client.post(f"/admin/dataqueue/api/jobs/{{job_id}}/cancel")
 cancel = client.post(
     f"/admin/dataqueue/api/jobs/{{job_id}}/cancel", HTTP_X_REQUESTED_WITH="dataqueue"
@@ -241,6 +258,9 @@ print("{MARKER}" + json.dumps({{
     "job": [job.status_code, job.json()["job"]["id"] == job_id],
     "page": [page.status_code, page["Content-Type"]],
     "forged": forged.status_code,
+    "foreign": [foreign_job.status_code, foreign_cancel.status_code, after_foreign],
+    "foreign_body": foreign_job.content.decode("utf-8", "replace"),
+    "allowed": allowed_job.status_code,
     "cancel": [cancel.status_code, cancel.json()["changed"]],
 }}))
 """
@@ -253,7 +273,10 @@ def test_dashboard_is_mounted_for_staff_only(project_url: str) -> None:
     answers = json.loads(line[len(MARKER) :])
     status, location = answers["anonymous"]
     assert status == 302 and "/admin/login/" in location
-    assert answers["job"] == [200, True]
+    assert answers["job"] == [200, True]  # "testserver": in ALLOWED_HOSTS, not loopback
+    assert answers["foreign"] == [400, 400, "pending"]
+    assert "signup_id" not in answers["foreign_body"]  # Django's 400 page, not the job
+    assert answers["allowed"] == 200
     assert answers["page"][0] == 200 and answers["page"][1].startswith("text/html")
     assert answers["forged"] == 403  # no X-Requested-With header: the CSRF guard refuses
     assert answers["cancel"] == [200, True]

@@ -1,4 +1,4 @@
-"""The dashboard as a Flask Blueprint behind the app's own login decorator."""
+"""The dashboard as a Flask Blueprint behind the app's own login decorator and host rules."""
 
 from __future__ import annotations
 
@@ -57,3 +57,73 @@ def test_blueprint_keeps_the_dashboards_method_and_csrf_rules(pg_queue: dq.JobQu
     assert forged.status_code == 403
     job = pg_queue.get_job(job_id)
     assert job is not None and job.status == "pending"
+
+
+# -- host names: Flask's configuration decides when the blueprint got none ------------
+
+
+def _app(**config: Any) -> flask.Flask:
+    app = flask.Flask(__name__)
+    app.config.update(config)
+    return app
+
+
+def _job_status(app: flask.Flask, job_id: int, host: str) -> int:
+    client = app.test_client()
+    status: int = client.get(
+        f"/admin/dataqueue/api/jobs/{job_id}", base_url=f"http://{host}"
+    ).status_code
+    return status
+
+
+def test_blueprint_without_flask_host_settings_answers_loopback_only(
+    pg_queue: dq.JobQueue,
+) -> None:
+    job_id = pg_queue.add_job("t", {"secret": 1})
+    app = _app()
+    app.register_blueprint(dashboard_blueprint(pg_queue))
+    assert _job_status(app, job_id, "localhost") == 200
+    assert _job_status(app, job_id, "127.0.0.1:5000") == 200
+    refused = app.test_client().get(
+        f"/admin/dataqueue/api/jobs/{job_id}", base_url="http://evil.example:18081"
+    )
+    assert refused.status_code == 400 and "not allowed" in refused.get_json()["error"]
+
+
+def test_blueprint_passes_allowed_hosts_through(pg_queue: dq.JobQueue) -> None:
+    job_id = pg_queue.add_job("t", {})
+    app = _app(SERVER_NAME="ignored.example")
+    app.register_blueprint(dashboard_blueprint(pg_queue, allowed_hosts=[".example.com"]))
+    assert _job_status(app, job_id, "jobs.example.com") == 200
+    assert _job_status(app, job_id, "localhost") == 400
+    assert _job_status(app, job_id, "evil.example") == 400
+
+
+def test_blueprint_defers_to_trusted_hosts(pg_queue: dq.JobQueue) -> None:
+    job_id = pg_queue.add_job("t", {})
+    app = _app(TRUSTED_HOSTS=["jobs.example.com"])
+    app.register_blueprint(dashboard_blueprint(pg_queue, {"t": lambda p: "done"}))
+    # Not a loopback name, so only Flask's setting lets it in.
+    assert _job_status(app, job_id, "jobs.example.com:8443") == 200
+    assert _job_status(app, job_id, "evil.example") == 400
+    forged = app.test_client().post(
+        f"/admin/dataqueue/api/jobs/{job_id}/cancel",
+        base_url="http://evil.example",
+        headers={"X-Requested-With": "dataqueue", "Origin": "http://evil.example"},
+    )
+    assert forged.status_code == 400
+    job = pg_queue.get_job(job_id)
+    assert job is not None and job.status == "pending"
+
+
+def test_blueprint_answers_the_server_name(pg_queue: dq.JobQueue) -> None:
+    job_id = pg_queue.add_job("t", {})
+    app = _app(SERVER_NAME="jobs.example.com:8000")
+    app.register_blueprint(dashboard_blueprint(pg_queue))
+    # Flask 3.1 routes requests for other hosts anyway; the dashboard refuses them.
+    assert _job_status(app, job_id, "jobs.example.com:8000") == 200
+    assert _job_status(app, job_id, "localhost") == 400
+    refused = app.test_client().get(
+        f"/admin/dataqueue/api/jobs/{job_id}", base_url="http://evil.example:8000"
+    )
+    assert refused.status_code == 400 and "not allowed" in refused.get_json()["error"]

@@ -284,7 +284,7 @@ def test_reclaim_fails_job_on_its_last_attempt(queue: dq.JobQueue, engine: sa.En
     assert failed.metadata is not None and failed.metadata["failureReason"] == "timeout"
 
 
-def test_reclaim_with_zero_minutes_uses_only_job_timeouts(
+def test_reclaim_respects_job_timeouts_for_non_heartbeating_workers(
     queue: dq.JobQueue, engine: sa.Engine
 ) -> None:
     no_timeout = queue.add_job("t", {})
@@ -295,6 +295,16 @@ def test_reclaim_with_zero_minutes_uses_only_job_timeouts(
             job_id,
             "status='processing', attempts=1, locked_at=now() - interval '5 seconds'",
         )
-    assert queue.reclaim_stuck_jobs(0) == 1
+    assert queue.reclaim_stuck_jobs(max_processing_time=1) == 1
     job = queue.get_job(no_timeout)
     assert job is not None and job.status == "pending"
+
+
+def test_reclaim_with_zero_minutes_is_refused(queue: dq.JobQueue, engine: sa.Engine) -> None:
+    """Upstream accepts 0 and reclaims running jobs; we refuse it."""
+    job_id = queue.add_job("t", {})
+    _set(engine, job_id, "status='processing', attempts=1, locked_at=now()")
+    with pytest.raises(dq.ConfigurationError, match="max_processing_time_minutes"):
+        queue.reclaim_stuck_jobs(0)
+    job = queue.get_job(job_id)
+    assert job is not None and job.status == "processing"
