@@ -225,3 +225,14 @@ def start_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Po
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_processor_outlives_its_test() -> Iterator[None]:
+    """Stop background processors a failed test left running, so they cannot claim
+    the jobs of the tests after it."""
+    yield
+    from dataqueue.processing.processor import _running_processors
+
+    for processor in list(_running_processors):
+        processor.stop_and_drain(5000)

@@ -71,16 +71,19 @@ def test_killed_backends_lose_no_completion_and_run_nothing_twice(
         heartbeat_timeout=1.5,
         on_error=errors.append,
     )
-    killer = _killer(database_url)
+    killer = _killer(database_url)  # also reads: the queue's own connections get killed
     processor.start_in_background()
     kills = 0
-    for target in (100, 200, 300, 400, 500):
-        _wait_until(lambda t=target: len(runs) >= t, 60, f"{target} runs")
-        with killer.connect() as conn:
-            kills += conn.execute(sa.text(KILL_DATAQUEUE_BACKENDS)).scalar_one()
-    _wait_until(lambda: _status_counts(engine)["completed"] == len(ids), 90, "all completed")
-    assert processor.stop_and_drain(10_000) == []
-    killer.dispose()
+    try:
+        for target in (100, 200, 300, 400, 500):
+            _wait_until(lambda t=target: len(runs) >= t, 60, f"{target} runs")
+            with killer.connect() as conn:
+                kills += conn.execute(sa.text(KILL_DATAQUEUE_BACKENDS)).scalar_one()
+        _wait_until(lambda: _status_counts(killer)["completed"] == len(ids), 90, "all completed")
+    finally:
+        left = processor.stop_and_drain(10_000)
+        killer.dispose()
+    assert left == []
     assert kills >= 5
     assert set(runs) == set(ids)
     assert max(runs.values()) == 1, "a job ran twice"

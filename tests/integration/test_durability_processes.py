@@ -7,10 +7,9 @@ tests never kill, so "exactly once" is counted by the handlers themselves.
 from __future__ import annotations
 
 import signal
-import subprocess
+import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,6 @@ import dataqueue as dq
 from tests.conftest import run_sql, start_cli
 from tests.integration.fault_handlers import LEDGER_DDL
 
-ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = "tests.integration.fault_handlers:make_handlers"
 KILL = (
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -47,28 +45,64 @@ def observer(database_url: str) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
-def _worker(database_url: str, *args: str) -> subprocess.Popen[str]:
-    return start_cli("worker", HANDLERS, *args, env={"DATAQUEUE_DATABASE_URL": database_url})
+class _Worker:
+    """A ``dataqueue worker`` process whose output is read as it comes.
+
+    An undrained pipe fills up after a few logged errors, and a worker that blocks
+    writing its log stops storing and heartbeating: the test would measure the pipe.
+    """
+
+    def __init__(self, database_url: str, *args: str) -> None:
+        self.process = start_cli(
+            "worker", HANDLERS, *args, env={"DATAQUEUE_DATABASE_URL": database_url}
+        )
+        self._stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, sink), daemon=True)
+            for stream, sink in ((self.process.stderr, self._stderr), (self.process.stdout, []))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: Any, sink: list[str]) -> None:
+        for line in stream:
+            sink.append(line)
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def wait(self, timeout: float) -> tuple[int, str]:
+        code = self.process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(10)
+        return code, "".join(self._stderr)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> tuple[int, str]:
+        self.process.send_signal(sig)
+        return self.wait(timeout)
+
+
+def _worker(database_url: str, *args: str) -> _Worker:
+    return _Worker(database_url, *args)
 
 
 def _scalar(engine: sa.Engine, sql: str, **params: Any) -> int:
     return int(run_sql(engine, sql, **params)[0][0])
 
 
-def _wait_until(predicate: Any, timeout: float, what: str, *workers: Any) -> None:
+def _wait_until(predicate: Any, timeout: float, what: str, *workers: _Worker) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         for worker in workers:
             if worker.poll() is not None:
-                pytest.fail(f"a worker exited early: {worker.communicate()[1][-3000:]}")
+                pytest.fail(f"a worker exited early: {worker.wait(10)[1][-3000:]}")
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
 
 
-def _stop(worker: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
-    worker.send_signal(signal.SIGTERM)
-    _, stderr = worker.communicate(timeout=timeout)
-    return worker.returncode, stderr
+def _stop(worker: _Worker, timeout: float = 60) -> tuple[int, str]:
+    return worker.stop(timeout=timeout)
 
 
 def test_two_workers_with_killed_backends_run_every_job_exactly_once(
@@ -108,22 +142,13 @@ def test_two_workers_with_killed_backends_run_every_job_exactly_once(
         killer.dispose()
     assert [code for code, _ in results] == [0, 0], [err[-2000:] for _, err in results]
     assert killed >= 10  # both workers lost their connections each time
-    twice = run_sql(
-        engine, "SELECT job_id FROM ledger GROUP BY job_id HAVING count(*) > 1 ORDER BY 1 LIMIT 3"
+    runs = _scalar(engine, "SELECT count(*) FROM ledger")
+    stranded = _scalar(engine, "SELECT count(*) FROM job_queue WHERE status = 'processing'")
+    print(
+        f"fault figures: {jobs} jobs, {killed} backends killed in 5 rounds, {runs} runs, "
+        f"{runs - jobs} duplicates, {stranded} stranded"
     )
-    if twice:
-        events = run_sql(
-            engine,
-            "SELECT job_id, event_type, created_at, metadata FROM job_events "
-            "WHERE job_id = ANY(:ids) ORDER BY id",
-            ids=[row[0] for row in twice],
-        )
-        ledger_rows = run_sql(
-            engine, "SELECT * FROM ledger WHERE job_id = ANY(:ids)", ids=[r[0] for r in twice]
-        )
-        print("EVENTS", *events, "LEDGER", *ledger_rows, sep="\n")
-        print("STDERR", *[err[-6000:] for _, err in results], sep="\n")
-    assert _scalar(engine, "SELECT count(*) FROM ledger") == jobs, "a handler ran twice"
+    assert runs == jobs, "a handler ran twice"
     assert _scalar(engine, "SELECT count(DISTINCT job_id) FROM ledger") == jobs
     assert _scalar(engine, "SELECT count(*) FROM job_queue WHERE status = 'processing'") == 0
     completed_events = "SELECT count(*) FROM job_events WHERE event_type = 'completed'"
@@ -138,8 +163,7 @@ def test_sigkilled_workers_jobs_run_elsewhere_within_30_seconds_with_defaults(
     _wait_until(
         lambda: _scalar(engine, "SELECT count(*) FROM ledger") == 2, 30, "both jobs to start", first
     )
-    first.send_signal(signal.SIGKILL)
-    first.communicate(timeout=10)
+    first.stop(signal.SIGKILL, timeout=10)
     killed_at = time.monotonic()
     second = _worker(database_url, "--concurrency", "2")  # every setting at its default
     try:
@@ -152,6 +176,7 @@ def test_sigkilled_workers_jobs_run_elsewhere_within_30_seconds_with_defaults(
         recovered_after = time.monotonic() - killed_at
     finally:
         code, stderr = _stop_with_drain_timeout(second)
+    print(f"fault figures: SIGKILLed worker's jobs started again after {recovered_after:.1f} s")
     assert recovered_after < 30, f"recovery took {recovered_after:.1f} s"
     runs = run_sql(engine, "SELECT job_id, count(*) FROM ledger GROUP BY job_id ORDER BY 1")
     assert runs == [(ids[0], 2), (ids[1], 2)]
@@ -160,7 +185,7 @@ def test_sigkilled_workers_jobs_run_elsewhere_within_30_seconds_with_defaults(
     assert "still running" in stderr and str(ids[0]) in stderr and str(ids[1]) in stderr
 
 
-def _stop_with_drain_timeout(worker: subprocess.Popen[str]) -> tuple[int, str]:
+def _stop_with_drain_timeout(worker: _Worker) -> tuple[int, str]:
     # The default drain timeout is 30 s; these jobs sleep for 120 s.
     return _stop(worker, timeout=60)
 
