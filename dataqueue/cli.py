@@ -431,10 +431,12 @@ def _serve_dashboard(
     server until Ctrl-C, answering the loopback names, the bound address (the machine's
     host name for 0.0.0.0 and ::) and ``--allowed-host`` names.
 
-    The server runs on its own thread so that Ctrl-C always lands in the main thread:
-    wsgiref swallows a KeyboardInterrupt raised while it handles a request. The request
-    in progress finishes before the function returns.
+    The server runs on its own thread while the main thread waits for SIGINT or
+    SIGTERM (handlers installed explicitly, so a process started with SIGINT ignored,
+    as background jobs of a shell are, still stops). The request in progress finishes
+    before the function returns.
     """
+    import signal
     import threading
     from wsgiref.simple_server import make_server
 
@@ -448,12 +450,20 @@ def _serve_dashboard(
         hosts = "any" if "*" in allowed_hosts else ", ".join(allowed_hosts)
         print(f"answering Host: {hosts}  (add names with --allowed-host)", flush=True)
         serving = threading.Thread(target=server.serve_forever, name="dataqueue-dashboard-server")
+        stop = threading.Event()
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
         serving.start()
         try:
-            serving.join()  # returns only if the server fails; Ctrl-C interrupts it
+            while not stop.wait(0.2) and serving.is_alive():
+                pass
         finally:
             server.shutdown()
             serving.join()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _log_progress_to_stderr() -> None:
