@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 import dataqueue as dq
-from dataqueue.backends import pg_enqueue
+from dataqueue.backends.postgres import enqueue as pg_enqueue
 from tests.conftest import StatementCounter, libpq_url, run_sql
 from tests.integration.bad_values import INT4_OVER, LONE, NUL, nested
 

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 import dataqueue as dq
-from dataqueue.backends import pg_enqueue
+from dataqueue.backends.postgres import enqueue as pg_enqueue
 from tests.conftest import run_sql, wait_for_lock_waiter
 
 CALLERS = 8

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 import dataqueue as dq
-from dataqueue.backends.pg_enqueue import PIPELINE_CHUNK
+from dataqueue.backends.postgres.enqueue import PIPELINE_CHUNK
 from dataqueue.migrate import upgrade
 from tests.conftest import libpq_url, run_sql, truncate_all, wait_for_lock_waiter
 

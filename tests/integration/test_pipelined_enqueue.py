@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 import dataqueue as dq
-from dataqueue.backends import pg_enqueue
-from dataqueue.backends.pg_enqueue import PIPELINE_CHUNK
+from dataqueue.backends.postgres import enqueue as pg_enqueue
+from dataqueue.backends.postgres.enqueue import PIPELINE_CHUNK
 from dataqueue.migrate import upgrade
 from tests.conftest import libpq_url, run_sql, wait_for_lock_waiter
 

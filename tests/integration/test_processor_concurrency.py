@@ -183,7 +183,7 @@ def test_group_limit_does_not_hold_back_ungrouped_jobs(pg_queue: dq.JobQueue) ->
 
 
 def test_claim_is_an_ordered_index_scan(pg_queue: dq.JobQueue, engine: sa.Engine) -> None:
-    from dataqueue.backends import pg_sql
+    from dataqueue.backends.postgres import sql as pg_sql
 
     pg_queue.add_jobs([{"job_type": "t", "payload": {"i": i}} for i in range(3000)])
     run_sql(engine, "ANALYZE job_queue")

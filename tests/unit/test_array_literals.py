@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dataqueue.backends import pg_sql
+from dataqueue.backends.postgres import sql as pg_sql
 from dataqueue.validation import NewJob
 
 

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from psycopg import pq
 from sqlalchemy.orm import Session, scoped_session
 
-from dataqueue.backends import pg_sql
+from dataqueue.backends.postgres import sql as pg_sql
 from dataqueue.errors import InvalidJobError, JobDependencyError
 from dataqueue.validation import NewJob
 

@@ -5,7 +5,7 @@ and atomic by itself. A state change and the events it writes are one statement
 (data-modifying CTEs), so an event can never be lost or written for a change that
 did not happen (W-EV-1, W-EV-2). Only ``add_jobs`` may run on the caller's
 connection (``db=``), where it joins the caller's transaction; large batches go in
-pipelined chunks (:mod:`dataqueue.backends.pg_enqueue`).
+pipelined chunks (:mod:`dataqueue.backends.postgres.enqueue`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from dataqueue import schema
-from dataqueue.backends import pg_enqueue, pg_sql
 from dataqueue.backends.base import (
     ClaimedJob,
     ClaimRequest,
@@ -33,7 +32,9 @@ from dataqueue.backends.base import (
     FailResult,
     Failure,
 )
-from dataqueue.backends.pg_enqueue import Enqueuer
+from dataqueue.backends.postgres import enqueue as pg_enqueue
+from dataqueue.backends.postgres import sql as pg_sql
+from dataqueue.backends.postgres.enqueue import Enqueuer
 from dataqueue.config import reset_engine_after_fork
 from dataqueue.enums import FailureReason, JobEventType, JobStatus, TagMatch
 from dataqueue.errors import (
