@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from types import FrameType
@@ -27,13 +28,17 @@ def load_handlers(reference: str) -> Mapping[str, Callable[..., Any]]:
     """Import ``"package.module:NAME"`` and return the handler mapping it names.
 
     ``NAME`` may be a mapping of job type to callable, or a callable returning one.
-    Raises :class:`ConfigurationError` saying what is wrong.
+    The current directory is importable, as with gunicorn and celery (``dataqueue
+    worker jobs:HANDLERS`` finds ``./jobs.py``). Raises :class:`ConfigurationError`
+    saying what is wrong.
     """
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise ConfigurationError(
             f"handlers must be given as MODULE:NAME (e.g. myapp.jobs:HANDLERS), got {reference!r}"
         )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -214,3 +214,31 @@ def test_dashboard_command_rejects_a_bad_handler_reference(database_url: str) ->
         check=False,
     )
     assert result.returncode == 2 and "cannot import module 'nope'" in result.stderr
+
+
+def test_worker_imports_handlers_from_the_current_directory(
+    pg_queue: dq.JobQueue, engine: sa.Engine, database_url: str, tmp_path: Path
+) -> None:
+    """Like gunicorn and celery: `dataqueue worker jobs:HANDLERS` finds ./jobs.py."""
+    (tmp_path / "localjobs.py").write_text(
+        "def shout(payload):\n    return payload['text'].upper()\n\nHANDLERS = {'shout': shout}\n"
+    )
+    job_id = pg_queue.add_job("shout", {"text": "hi"})
+    # The console script, not `python -m` (which puts the current directory on the path).
+    script = str(Path(sys.executable).parent / "dataqueue")
+    process = subprocess.Popen(
+        [script, "worker", "localjobs:HANDLERS", "--poll-interval", "50"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DATAQUEUE_DATABASE_URL": database_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while (job := pg_queue.get_job(job_id)) is not None and job.status != "completed":
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert job is not None and job.output == "HI"
