@@ -178,6 +178,12 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
         "--poll-interval", type=milliseconds, metavar="MS", help="ms between polls (5000)"
     )
     parser.add_argument(
+        "--no-listen",
+        action="store_true",
+        help="do not LISTEN for new jobs; poll only (for a pooler in transaction mode, "
+        "e.g. pgbouncer)",
+    )
+    parser.add_argument(
         "--heartbeat-interval",
         type=seconds_arg,
         metavar="S",
@@ -264,6 +270,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             "concurrency": settings["concurrency"],
             "group_concurrency": settings["group_concurrency"],
             "poll_interval": settings["poll_interval"],
+            "listen": not args.no_listen,
             "job_type": "*" if args.job_type == ["*"] else args.job_type,
             "heartbeat_interval": settings["heartbeat_interval"],
             "heartbeat_timeout": settings["heartbeat_timeout"],

@@ -9,10 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from dataqueue import intervals
 from dataqueue import validation as v
 from dataqueue.backends.base import Backend
 from dataqueue.dependencies import resolve_batch_placeholders
@@ -158,6 +160,7 @@ class JobQueue:
         job_type: str | list[str] | None = None,
         heartbeat_interval: float | dt.timedelta = 5.0,
         heartbeat_timeout: float | dt.timedelta = 20.0,
+        listen: bool = True,
     ) -> Processor:
         """A :class:`Processor` running ``handlers`` (job type -> callable).
 
@@ -179,6 +182,16 @@ class JobQueue:
         abandoned and is reclaimed by any worker or supervisor. A live job is never
         reclaimed, however long it runs. ``poll_interval`` is in milliseconds, finite.
         Bad options raise TypeError/ValueError naming the value.
+
+        Wake-ups: with ``listen=True`` (the default) the processor keeps one extra
+        connection that LISTENs for the notification every enqueue (and retry,
+        resume, dead letter) sends on commit, and claims at once, so a new job starts
+        within milliseconds whatever ``poll_interval`` says; a lost connection is
+        re-opened with backoff, and polling goes on meanwhile. ``listen=False`` polls
+        only: use it behind a pooler in transaction mode (pgbouncer), which cannot
+        keep a LISTEN. Either way the processor sleeps no later than the next
+        scheduled job's due time (``run_at``, a retry's ``next_attempt_at``, a wait's
+        ``wait_until``), so those start on time rather than at the next poll.
         """
         from dataqueue.processing.processor import Processor
 
@@ -197,6 +210,7 @@ class JobQueue:
             heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=heartbeat_timeout,
             before_claim=list(self._before_claim_hooks),
+            listen=listen,
         )
 
     def create_supervisor(
@@ -522,6 +536,34 @@ class JobQueue:
         """The job with ``job_id``, or None."""
         return self._backend.get_job(v.require_job_id(job_id))
 
+    def wait_for_job(self, job_id: int, timeout: float | None = None) -> JobRecord:
+        """Block until the job is final (:attr:`JobRecord.is_final`) and return it.
+
+        ``timeout`` is in seconds (None waits forever); when it passes, raises
+        ``TimeoutError``. Polls the job, starting at 10 ms and backing off to 0.5 s.
+        Raises :class:`InvalidJobError` if there is no such job (or it was deleted
+        while waiting).
+        """
+        if timeout is not None:
+            timeout = intervals.seconds(timeout, "timeout", maximum=365 * 86_400.0)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            job = self.get_job(job_id)
+            if job is None:
+                raise InvalidJobError(f"no job with id {job_id!r}")
+            if job.is_final:
+                return job
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"job {job_id} is still {job.status.value} after {timeout:g} s"
+                    )
+                delay = min(delay, remaining)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
     def get_jobs(
         self, filters: Mapping[str, Any] | None = None, limit: int = 100, offset: int = 0
     ) -> list[JobRecord]:
@@ -742,6 +784,8 @@ def init_job_queue(
     redis_client: Any = None,
     key_prefix: str = "dq:",
     verbose: bool = False,
+    notify: bool = True,
+    notify_channel: str | None = None,
 ) -> JobQueue:
     """Create a :class:`JobQueue`.
 
@@ -750,6 +794,11 @@ def init_job_queue(
     ``DATAQUEUE_DATABASE_URL`` (or ``PG_DATAQUEUE_DATABASE``), else
     ``DATAQUEUE_REDIS_URL`` for the Redis backend. Contradictory or missing
     configuration raises :class:`ConfigurationError` saying what to pass.
+
+    ``notify`` (PostgreSQL): every statement that makes jobs due sends one
+    ``NOTIFY`` on ``notify_channel`` (default ``dataqueue``, or ``dataqueue.<schema>``
+    with ``schema=``), delivered when its transaction commits, so listening
+    processors claim at once. ``notify=False`` sends none (processors then poll).
     """
     from dataqueue import config
 
@@ -765,7 +814,9 @@ def init_job_queue(
     if backend not in ("postgres", "redis"):
         _reject(f"Unknown backend: {backend!r} (expected 'postgres' or 'redis')")
     if backend == "redis":
-        return _init_redis(pg_given, redis_url, redis_config, redis_client, key_prefix)
+        return _init_redis(
+            pg_given, redis_url, redis_config, redis_client, key_prefix, verbose=verbose
+        )
     if redis_given:
         _reject("redis_url/redis_config/redis_client were given but backend is 'postgres'")
     if schema is not None and (not isinstance(schema, str) or not schema):
@@ -785,7 +836,15 @@ def init_job_queue(
                 )
         engine = config.create_engine(database_url, **dict(database_config or {}))
     config.install_fork_safety(engine)
-    pg_backend = PostgresBackend(engine, schema=schema, owns_engine=owns_engine)
+    if not isinstance(notify, bool):
+        _reject(f"notify must be True or False, got {notify!r}")
+    pg_backend = PostgresBackend(
+        engine,
+        schema=schema,
+        owns_engine=owns_engine,
+        notify=notify,
+        notify_channel=notify_channel,
+    )
     if verbose:
         logger.info("dataqueue queue on %s (schema %s)", engine.url.render_as_string(), schema)
     return JobQueue(pg_backend, engine=engine, verbose=verbose)
@@ -797,7 +856,16 @@ def _init_redis(
     redis_config: Mapping[str, Any] | None,
     redis_client: Any,
     key_prefix: str,
+    *,
+    verbose: bool = False,
 ) -> JobQueue:
+    """A queue on the Redis backend (see :mod:`dataqueue.backends.redis.settings`).
+
+    A ``redis_client`` given by the caller is used as is and never closed; otherwise
+    the client is built from ``redis_url``, ``redis_config`` or ``DATAQUEUE_REDIS_URL``
+    and closed by ``queue.close()``. Without the redis package, raises
+    :class:`ConfigurationError` naming the ``dataqueue[redis]`` extra.
+    """
     from dataqueue import config
 
     if pg_given:
@@ -816,4 +884,20 @@ def _init_redis(
         )
     if redis_client is not None and not callable(getattr(redis_client, "eval", None)):
         raise InvalidJobError(f"redis_client must be a redis.Redis client, got {redis_client!r}")
-    raise UnsupportedOperationError("Redis backend not implemented yet")
+    if redis_client is not None and (redis_url is not None or redis_config is not None):
+        _reject("pass either redis_client or redis_url/redis_config, not both")
+    from dataqueue.backends.redis import settings
+
+    settings.require_redis()
+    from dataqueue.backends.redis import RedisBackend
+
+    prefix = settings.key_prefix(redis_config, key_prefix)
+    owns_client = redis_client is None
+    if redis_client is None:
+        if nothing_given:
+            redis_url = config.redis_url_from_env()
+        redis_client = settings.create_client(redis_url, redis_config)
+    backend = RedisBackend(redis_client, prefix=prefix, owns_client=owns_client)
+    if verbose:
+        logger.info("dataqueue queue on Redis (key prefix %r)", prefix)
+    return JobQueue(backend, redis_client=redis_client, verbose=verbose)

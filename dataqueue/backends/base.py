@@ -82,6 +82,25 @@ class ClaimRequest:
     scan_size: int = 0
 
 
+class Wakeups(Protocol):
+    """A store's push channel to one processor: "jobs may have become due"."""
+
+    def wait(self, timeout: float) -> list[str] | None:
+        """Block up to ``timeout`` seconds; return the payloads of the wake-ups received
+        (``[]``: none). A payload is a job type, or ``""`` for any type. None when
+        :meth:`interrupt` ended the wait. Raises when the connection is lost (the
+        caller closes this object and asks the backend for a new one)."""
+        ...
+
+    def interrupt(self) -> None:
+        """End a :meth:`wait` in progress (or the next one) at once; any thread."""
+        ...
+
+    def close(self) -> None:
+        """Close the listening connection (not in a forked child: the parent's)."""
+        ...
+
+
 class Backend(Protocol):
     """What a store must do for a :class:`dataqueue.queue.JobQueue`."""
 
@@ -292,6 +311,21 @@ class Backend(Protocol):
         """Enqueue one job per due active schedule and advance it, exactly once even when
         several processes tick at the same moment (W-CRON-1). ``next_run(expression,
         timezone, now)`` computes the following occurrence. Returns jobs enqueued."""
+        ...
+
+    # -- wake-ups -------------------------------------------------------------------
+
+    def listen(self) -> Wakeups | None:
+        """Open a connection that receives wake-ups when jobs become due (enqueued,
+        retried, resumed, released), or None if this store cannot push them (the
+        processor then polls). Raises what connecting raises."""
+        ...
+
+    def next_due_in(self, job_types: Sequence[str] | None) -> float | None:
+        """Seconds until the earliest scheduled job becomes due, by the store's clock:
+        a pending job's ``run_at``, a failed job's ``next_attempt_at`` or a time-based
+        wait's ``wait_until``, among ``job_types`` (None: all), counting only times
+        still in the future. None when there is none (or the store cannot tell)."""
         ...
 
     def is_data_error(self, error: BaseException) -> bool:

@@ -214,6 +214,11 @@ class WorkerCommand(BaseCommand):  # type: ignore[misc]
         parser.add_argument("--concurrency", type=positive_int, metavar="N")
         parser.add_argument("--group-concurrency", type=positive_int, metavar="N")
         parser.add_argument("--poll-interval", type=milliseconds, metavar="MS")
+        parser.add_argument(
+            "--no-listen",
+            action="store_true",
+            help="do not LISTEN for new jobs; poll only (for a pooler in transaction mode)",
+        )
         parser.add_argument("--no-supervisor", action="store_true")
         parser.add_argument("--supervisor-interval", type=milliseconds, metavar="MS")
         parser.add_argument(
@@ -292,6 +297,8 @@ class WorkerCommand(BaseCommand):  # type: ignore[misc]
             job_type = options["job_type"]
             processor_options["job_type"] = "*" if job_type == ["*"] else job_type
             processor_options["verbose"] = verbose
+            if options["no_listen"]:
+                processor_options["listen"] = False
             supervisor_options: dict[str, Any] | None = None
             if not options["no_supervisor"]:
                 supervisor_options = {"verbose": verbose}

@@ -13,11 +13,14 @@ Threads (one processor):
   handler outlives its timeout a replacement starts, so the slots stay usable while
   the stuck thread finishes on its own.
 - ``dataqueue-timeouts-<worker_id>``: fires job deadlines (started on first use).
+- ``dataqueue-listener-<worker_id>``: holds the listening connection that wakes the
+  loop when jobs become due (:mod:`dataqueue.processing.wakeup`); with ``listen=False``
+  or a store that cannot push, there is none and the loop polls.
 
 All are daemon threads: losing them at interpreter exit loses nothing that the
 heartbeat-based reclaim cannot recover, and an ``atexit`` hook drains running
 processors first. ``self._cond`` (one lock) guards the outcome list, the held jobs,
-the running flag and the backoff deadline.
+the running flag, the backoff deadline, the claim request and the timed wake-up.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import atexit
 import datetime as dt
 import json
 import logging
+import math
 import random
 import string
 import threading
@@ -49,6 +53,7 @@ from dataqueue.processing.invoke import Outcome, handler_arity
 from dataqueue.processing.outage import Outage
 from dataqueue.processing.pool import WorkerPool
 from dataqueue.processing.storing import OutcomeStore
+from dataqueue.processing.wakeup import Listener
 from dataqueue.records import WaitpointRecord, WaitToken
 from dataqueue.validation import require_tags
 
@@ -125,6 +130,7 @@ class Processor:
         heartbeat_interval: float | dt.timedelta = heartbeat.DEFAULT_INTERVAL,
         heartbeat_timeout: float | dt.timedelta = heartbeat.DEFAULT_TIMEOUT,
         before_claim: Sequence[Callable[[], object]] = (),
+        listen: bool = True,
     ) -> None:
         if not isinstance(handlers, Mapping):
             raise TypeError(f"handlers must be a mapping of job type to callable, got {handlers!r}")
@@ -137,6 +143,8 @@ class Processor:
             raise TypeError(f"worker_id must be a non-empty string, got {worker_id!r}")
         if on_error is not None and not callable(on_error):
             raise TypeError(f"on_error must be callable, got {on_error!r}")
+        if not isinstance(listen, bool):
+            raise TypeError(f"listen must be True or False, got {listen!r}")
         self._backend = backend
         self._hooks = hooks
         self._handlers = dict(handlers)
@@ -169,7 +177,8 @@ class Processor:
         self._log_level = logging.INFO if verbose else logging.DEBUG
         self._job_types = _job_types(job_type, self._handlers)
         self._before_claim = list(before_claim)
-        # _cond guards _outcomes, _held, _to_release, _queued, _running and _retry_at.
+        # _cond guards _outcomes, _held, _to_release, _queued, _running, _retry_at,
+        # _claim_requested, _due_at and _due_unknown.
         self._cond = threading.Condition()
         self._outcomes: list[Outcome] = []
         self._held: dict[int, Execution] = {}  # claimed, not yet stored or released
@@ -177,6 +186,10 @@ class Processor:
         self._queued = 0  # claimed, waiting for a worker thread
         self._retry_at = 0.0  # monotonic time before which the loop leaves the store alone
         self._claim_requested = False  # jobs became due: claim without waiting for a poll
+        self._due_at = math.inf  # monotonic time the next scheduled job becomes due
+        # Something may have scheduled a job since the store was last asked when the next
+        # one is due: ask again after the next claim that comes back short.
+        self._due_unknown = True
         self._handler_seconds = _QUICK_HANDLER_SECONDS  # moving average of handler time
         self._running = False
         self._oneshots = 0
@@ -196,6 +209,17 @@ class Processor:
         )
         self._watchdog = Watchdog(
             f"dataqueue-timeouts-{self.worker_id}", self._expire, self._store_extension
+        )
+        self._listener = (
+            Listener(
+                backend,
+                self.worker_id,
+                job_types=self._job_types,
+                wake=self._wake,
+                outage=self._outage,
+            )
+            if listen
+            else None
         )
 
     # -- public API -----------------------------------------------------------------
@@ -327,6 +351,7 @@ class Processor:
         next_tick = 0.0
         claim_more = False
         registered = False
+        listening = False
         while True:
             with self._cond:
                 self._wait_for_work(next_tick, claim_more)
@@ -350,6 +375,8 @@ class Processor:
             if tick_due:
                 self._run_before_claim()
                 next_tick = time.monotonic() + self.poll_interval_seconds
+            if tick_due or any(o.kind != "completed" for o in outcomes):
+                self._forget_due_time()  # retries and waits schedule jobs
             self._release(to_release)
             limit = 0
             if running and (tick_due or claim_more or outcomes or woken):
@@ -359,6 +386,13 @@ class Processor:
                 limit = min(capacity - held + len(outcomes), self.batch_size)
             claimed = self._cycle(outcomes, limit)
             claim_more = limit > 0 and claimed == limit
+            if running and not listening and self._listener is not None:
+                # After the first claim, so that opening its connection does not delay
+                # the jobs that were due at start.
+                self._listener.start()
+                listening = True
+            if limit > 0 and claimed < limit:
+                self._schedule_due_wakeup()
 
     def _register(self) -> bool:
         try:
@@ -399,10 +433,13 @@ class Processor:
             if self._batch_ready():
                 return
             if self._running:
+                if self._due_at <= now:  # a scheduled job is due: claim it now
+                    self._due_at = math.inf
+                    self._due_unknown = self._claim_requested = True
                 capacity = self.concurrency + self._prefetch()
                 if (claim_more or self._claim_requested) and len(self._held) < capacity:
                     return
-                remaining = next_tick - now
+                remaining = min(next_tick, self._due_at) - now
                 if remaining <= 0:
                     return
                 self._cond.wait(remaining)
@@ -413,7 +450,48 @@ class Processor:
                 if self._outcomes:
                     return
 
+    def _wake(self) -> None:
+        """Jobs may have become due (the listener says so): claim without waiting."""
+        with self._cond:
+            self._claim_requested = self._due_unknown = True
+            self._cond.notify_all()
+
+    def _forget_due_time(self) -> None:
+        with self._cond:
+            self._due_unknown = True
+
+    def _schedule_due_wakeup(self) -> None:
+        """After a short claim: sleep no later than the next scheduled job's due time.
+
+        Asks the store only when something may have changed it since the last answer
+        (a wake-up, a poll, a retry or wait this processor stored, the last due time).
+        A job made due for a moment that falls inside one claim statement, and not
+        known before it, waits for the next wake-up or poll.
+        """
+        with self._cond:
+            if not self._due_unknown or not self._running:
+                return
+            self._due_unknown = False
+        try:
+            seconds = self._backend.next_due_in(self._job_types)
+        except Exception as exc:
+            self._forget_due_time()
+            self._back_off(exc)
+            return
+        if seconds is None:
+            return
+        # Counted from the answer, not the question: the store measured from the start
+        # of its statement, so the claim reaches it after the due time, never before
+        # (it would find nothing, and the job would no longer count as "future").
+        due_at = time.monotonic() + max(seconds, 0.0)
+        with self._cond:
+            # Only ever earlier until it fires: a claim that ran just before a known due
+            # time, followed by this question just after it, must not lose that time.
+            self._due_at = min(self._due_at, due_at)
+
     def _finish_background(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
         self._heartbeat.stop()
         with self._cond:
             pool, self._pool = self._pool, None

@@ -1,4 +1,7 @@
-"""add_job / add_jobs: defaults, options, events, idempotency, batches, hooks."""
+"""add_job / add_jobs: defaults, options, events, idempotency, batches, hooks.
+
+Tests taking ``queue`` run on every backend; ``pg_queue`` tests are PostgreSQL's own.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ from tests.conftest import StatementCounter, run_sql
 
 UTC = dt.timezone.utc
 
+pytestmark = pytest.mark.all_backends
 
-def _count_jobs(engine: sa.Engine) -> int:
-    return int(run_sql(engine, "SELECT count(*) FROM job_queue")[0][0])
+
+def _count_jobs(queue: dq.JobQueue) -> int:
+    return len(queue.get_all_jobs(limit=10_000))
 
 
 def test_add_job_stores_defaults(queue: dq.JobQueue) -> None:
@@ -96,19 +101,17 @@ def test_added_event_metadata_matches_upstream_shape(queue: dq.JobQueue) -> None
     assert event.metadata == {"jobType": "c", "payload": 3, "dependsOn": {"jobIds": [plain]}}
 
 
-def test_idempotency_key_returns_existing_id(queue: dq.JobQueue, engine: sa.Engine) -> None:
+def test_idempotency_key_returns_existing_id(queue: dq.JobQueue) -> None:
     first = queue.add_job("email", {"v": 1}, idempotency_key="welcome-42")
     second = queue.add_job("other", {"v": 2}, idempotency_key="welcome-42", priority=9)
     assert second == first
     job = queue.get_job(first)
     assert job is not None and (job.job_type, job.payload, job.priority) == ("email", {"v": 1}, 0)
     assert len(queue.get_job_events(first)) == 1
-    assert _count_jobs(engine) == 1
+    assert _count_jobs(queue) == 1
 
 
-def test_idempotency_key_is_unique_under_concurrent_adds(
-    queue: dq.JobQueue, engine: sa.Engine
-) -> None:
+def test_idempotency_key_is_unique_under_concurrent_adds(queue: dq.JobQueue) -> None:
     barrier = threading.Barrier(8)
     results: list[int] = []
     errors: list[BaseException] = []
@@ -127,7 +130,7 @@ def test_idempotency_key_is_unique_under_concurrent_adds(
         thread.join()
     assert errors == []
     assert len(results) == 8 and len(set(results)) == 1
-    assert _count_jobs(engine) == 1
+    assert _count_jobs(queue) == 1
     assert len(queue.get_job_events(results[0])) == 1
 
 
@@ -159,20 +162,18 @@ def test_add_jobs_with_empty_list_does_not_touch_the_store() -> None:
 
 
 def test_add_jobs_is_one_statement_for_rows_and_events(
-    queue: dq.JobQueue, engine: sa.Engine
+    pg_queue: dq.JobQueue, engine: sa.Engine
 ) -> None:
     with StatementCounter(engine) as counter:
-        ids = queue.add_jobs([dq.JobOptions("bulk", {"i": i}, tags=["t"]) for i in range(500)])
+        ids = pg_queue.add_jobs([dq.JobOptions("bulk", {"i": i}, tags=["t"]) for i in range(500)])
     assert len(counter.statements) == 1
-    assert _count_jobs(engine) == 500
+    assert _count_jobs(pg_queue) == 500
     events = run_sql(engine, "SELECT count(*) FROM job_events WHERE event_type = 'added'")
     assert events[0][0] == 500
     assert len(ids) == 500
 
 
-def test_add_jobs_resolves_repeated_key_in_batch_to_one_job(
-    queue: dq.JobQueue, engine: sa.Engine
-) -> None:
+def test_add_jobs_resolves_repeated_key_in_batch_to_one_job(queue: dq.JobQueue) -> None:
     ids = queue.add_jobs(
         [
             {"job_type": "a", "payload": 1, "idempotency_key": "dup"},
@@ -181,7 +182,7 @@ def test_add_jobs_resolves_repeated_key_in_batch_to_one_job(
         ]
     )
     assert ids[0] == ids[2] != ids[1]
-    assert _count_jobs(engine) == 2
+    assert _count_jobs(queue) == 2
     assert len(queue.get_job_events(ids[0])) == 1
 
 
@@ -228,7 +229,7 @@ def test_placeholder_to_a_repeated_key_resolves_to_the_first_job(queue: dq.JobQu
     assert job is not None and job.depends_on_job_ids == [ids[0]]
 
 
-def test_placeholder_to_a_later_job_is_rejected(queue: dq.JobQueue, engine: sa.Engine) -> None:
+def test_placeholder_to_a_later_job_is_rejected(queue: dq.JobQueue) -> None:
     with pytest.raises(dq.JobDependencyError, match="-2"):
         queue.add_jobs(
             [
@@ -236,18 +237,16 @@ def test_placeholder_to_a_later_job_is_rejected(queue: dq.JobQueue, engine: sa.E
                 {"job_type": "b", "payload": {}},
             ]
         )
-    assert _count_jobs(engine) == 0
+    assert _count_jobs(queue) == 0
 
 
-def test_placeholder_in_add_job_is_rejected(queue: dq.JobQueue, engine: sa.Engine) -> None:
+def test_placeholder_in_add_job_is_rejected(queue: dq.JobQueue) -> None:
     with pytest.raises(dq.JobDependencyError, match="only supported in add_jobs"):
         queue.add_job("a", {}, depends_on={"job_ids": [-1]})
-    assert _count_jobs(engine) == 0
+    assert _count_jobs(queue) == 0
 
 
-def test_unknown_prerequisite_is_rejected_and_nothing_written(
-    queue: dq.JobQueue, engine: sa.Engine
-) -> None:
+def test_unknown_prerequisite_is_rejected_and_nothing_written(queue: dq.JobQueue) -> None:
     existing = queue.add_job("a", {})
     with pytest.raises(dq.JobDependencyError, match="do not exist \\(9998, 9999\\)") as info:
         queue.add_jobs(
@@ -257,7 +256,7 @@ def test_unknown_prerequisite_is_rejected_and_nothing_written(
             ]
         )
     assert info.value.job_ids == [9998, 9999]
-    assert _count_jobs(engine) == 1
+    assert _count_jobs(queue) == 1
 
 
 def test_job_added_hook_fires_per_returned_id(queue: dq.JobQueue) -> None:

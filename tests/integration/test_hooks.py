@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 import dataqueue as dq
+
+pytestmark = pytest.mark.all_backends
 
 
 def test_once_listener_fires_a_single_time(queue: dq.JobQueue) -> None:

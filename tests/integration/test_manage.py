@@ -1,4 +1,8 @@
-"""retry, cancel, edit, bulk edit/cancel, cleanup and reclaim: effects, events, hooks."""
+"""retry, cancel, edit, bulk edit/cancel, cleanup and reclaim: effects, events, hooks.
+
+Tests taking ``queue`` run on every backend; ``pg_queue`` tests are PostgreSQL's own
+(reclaim is not implemented on Redis yet).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,17 @@ import pytest
 import sqlalchemy as sa
 
 import dataqueue as dq
-from tests.conftest import StatementCounter, run_sql
+from tests.conftest import StatementCounter
+from tests.integration.store_state import age_events, force_job
 
 UTC = dt.timezone.utc
 
+pytestmark = pytest.mark.all_backends
+
 
 def _set(engine: sa.Engine, job_id: int, assignments: str) -> None:
-    run_sql(engine, f"UPDATE job_queue SET {assignments} WHERE id = :id", id=job_id)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE job_queue SET {assignments} WHERE id = :id"), {"id": job_id})
 
 
 def _event_types(queue: dq.JobQueue, job_id: int) -> list[str]:
@@ -31,14 +39,10 @@ def hooks(queue: dq.JobQueue) -> list[tuple[str, Any]]:
 
 
 def test_retry_job_puts_failed_job_back_to_pending(
-    queue: dq.JobQueue, engine: sa.Engine, hooks: list[tuple[str, Any]]
+    queue: dq.JobQueue, hooks: list[tuple[str, Any]]
 ) -> None:
     job_id = queue.add_job("t", {})
-    _set(
-        engine,
-        job_id,
-        "status='failed', attempts=1, next_attempt_at=now() + interval '1 hour', locked_by='w'",
-    )
+    force_job(queue, job_id, status="failed", attempts=1, locked_by="w")
     assert queue.retry_job(job_id) is True
     job = queue.get_job(job_id)
     assert job is not None
@@ -58,12 +62,10 @@ def test_retry_job_on_pending_job_changes_nothing(
     assert hooks == []
 
 
-def test_retry_of_exhausted_job_grants_one_more_attempt(
-    queue: dq.JobQueue, engine: sa.Engine
-) -> None:
+def test_retry_of_exhausted_job_grants_one_more_attempt(queue: dq.JobQueue) -> None:
     # W-RT-1: upstream left it pending with attempts == max_attempts, never claimable.
     job_id = queue.add_job("t", {}, max_attempts=2)
-    _set(engine, job_id, "status='failed', attempts=2, next_attempt_at=NULL")
+    force_job(queue, job_id, status="failed", attempts=2)
     queue.retry_job(job_id)
     job = queue.get_job(job_id)
     assert job is not None and (job.status, job.attempts, job.max_attempts) == ("pending", 2, 3)
@@ -87,15 +89,9 @@ def test_cancel_job_cancels_pending_job(queue: dq.JobQueue, hooks: list[tuple[st
     assert hooks == [("job:cancelled", {"job_id": job_id})]
 
 
-def test_cancel_job_clears_wait_fields_of_waiting_job(
-    queue: dq.JobQueue, engine: sa.Engine
-) -> None:
+def test_cancel_job_clears_wait_fields_of_waiting_job(queue: dq.JobQueue) -> None:
     job_id = queue.add_job("t", {})
-    _set(
-        engine,
-        job_id,
-        "status='waiting', wait_until=now() + interval '1 day', wait_token_id='wp_x'",
-    )
+    force_job(queue, job_id, status="waiting", wait_days_ahead=1, wait_token_id="wp_x")
     assert queue.cancel_job(job_id) is True
     job = queue.get_job(job_id)
     assert job is not None and (job.status, job.wait_until, job.wait_token_id) == (
@@ -107,10 +103,10 @@ def test_cancel_job_clears_wait_fields_of_waiting_job(
 
 @pytest.mark.parametrize("status", ["processing", "completed", "failed", "cancelled"])
 def test_cancel_job_leaves_other_statuses_alone(
-    queue: dq.JobQueue, engine: sa.Engine, hooks: list[tuple[str, Any]], status: str
+    queue: dq.JobQueue, hooks: list[tuple[str, Any]], status: str
 ) -> None:
     job_id = queue.add_job("t", {})
-    _set(engine, job_id, f"status='{status}'")
+    force_job(queue, job_id, status=status)
     assert queue.cancel_job(job_id) is False
     job = queue.get_job(job_id)
     assert job is not None and job.status == status
@@ -144,6 +140,17 @@ def test_edit_job_updates_fields_and_records_provided_keys(queue: dq.JobQueue) -
     }
 
 
+def test_edit_job_tags_change_what_tag_queries_find(queue: dq.JobQueue) -> None:
+    job_id = queue.add_job("t", {}, tags=["old", "kept"])
+    assert queue.edit_job(job_id, tags=["kept", "new"])
+    assert [j.id for j in queue.get_jobs_by_tags(["new"])] == [job_id]
+    assert queue.get_jobs_by_tags(["old"]) == []
+    assert [j.id for j in queue.get_jobs_by_tags(["new", "kept"], mode="exact")] == [job_id]
+    assert queue.edit_job(job_id, tags=None)
+    assert queue.get_jobs_by_tags(["kept"], mode="any") == []
+    assert [j.id for j in queue.get_jobs_by_tags(["kept"], mode="none")] == [job_id]
+
+
 def test_edit_job_run_at_none_means_now(queue: dq.JobQueue) -> None:
     job_id = queue.add_job("t", {}, run_at=dt.datetime(2040, 1, 1, tzinfo=UTC))
     queue.edit_job(job_id, run_at=None, retry_backoff=True, dead_letter_job_type="dlq")
@@ -163,29 +170,34 @@ def test_edit_job_without_fields_is_a_no_op(queue: dq.JobQueue) -> None:
     assert _event_types(queue, job_id) == ["added"]
 
 
-def test_edit_job_on_non_pending_job_writes_no_event(queue: dq.JobQueue, engine: sa.Engine) -> None:
+def test_edit_job_on_non_pending_job_writes_no_event(queue: dq.JobQueue) -> None:
     # W-EV-3: upstream wrote 'edited' even when nothing changed.
     job_id = queue.add_job("t", {})
-    _set(engine, job_id, "status='processing'")
+    force_job(queue, job_id, status="processing")
     assert queue.edit_job(job_id, priority=9) is False
     job = queue.get_job(job_id)
     assert job is not None and job.priority == 0
     assert _event_types(queue, job_id) == ["added"]
 
 
-def test_edit_all_pending_jobs_is_set_based(queue: dq.JobQueue, engine: sa.Engine) -> None:
-    # W-N1-1: one statement updates every row and writes every event.
+def test_edit_all_pending_jobs_edits_matching_pending_jobs(queue: dq.JobQueue) -> None:
     ids = queue.add_jobs([{"job_type": "bulk", "payload": i} for i in range(50)])
     other = queue.add_job("other", {})
     done = queue.add_job("bulk", {})
-    _set(engine, done, "status='completed'")
-    with StatementCounter(engine) as counter:
-        changed = queue.edit_all_pending_jobs({"job_type": "bulk"}, priority=3)
-    assert changed == 50 and len(counter.statements) == 1
+    force_job(queue, done, status="completed")
+    assert queue.edit_all_pending_jobs({"job_type": "bulk"}, priority=3) == 50
     assert all(j.priority == 3 for j in queue.get_jobs({"job_type": "bulk"}) if j.id in ids)
     assert _event_types(queue, ids[0]) == ["added", "edited"]
     assert _event_types(queue, other) == ["added"]
     assert _event_types(queue, done) == ["added"]
+
+
+def test_edit_all_pending_jobs_is_one_statement(pg_queue: dq.JobQueue, engine: sa.Engine) -> None:
+    # W-N1-1: one statement updates every row and writes every event.
+    pg_queue.add_jobs([{"job_type": "bulk", "payload": i} for i in range(50)])
+    with StatementCounter(engine) as counter:
+        changed = pg_queue.edit_all_pending_jobs({"job_type": "bulk"}, priority=3)
+    assert changed == 50 and len(counter.statements) == 1
 
 
 def test_edit_all_pending_jobs_without_updates_returns_zero(queue: dq.JobQueue) -> None:
@@ -194,14 +206,14 @@ def test_edit_all_pending_jobs_without_updates_returns_zero(queue: dq.JobQueue) 
 
 
 def test_cancel_all_upcoming_jobs_behaves_like_cancel_job(
-    queue: dq.JobQueue, engine: sa.Engine, hooks: list[tuple[str, Any]]
+    queue: dq.JobQueue, hooks: list[tuple[str, Any]]
 ) -> None:
     # W-API-4: upstream wrote no events, no last_cancelled_at and fired no hooks.
     future = queue.add_job("t", {}, run_at=dt.datetime(2040, 1, 1, tzinfo=UTC), tags=["x"])
     now = queue.add_job("t", {}, tags=["x"])
     untagged = queue.add_job("t", {})
     waiting = queue.add_job("t", {}, tags=["x"])
-    _set(engine, waiting, "status='waiting'")
+    force_job(queue, waiting, status="waiting")
     assert queue.cancel_all_upcoming_jobs({"tags": {"values": ["x"]}}) == 2
     for job_id in (future, now):
         job = queue.get_job(job_id)
@@ -212,37 +224,31 @@ def test_cancel_all_upcoming_jobs_behaves_like_cancel_job(
     assert (remaining[untagged], remaining[waiting]) == ("pending", "waiting")
 
 
-def test_cleanup_old_jobs_deletes_only_old_completed_jobs_in_batches(
-    queue: dq.JobQueue, engine: sa.Engine
-) -> None:
+def test_cleanup_old_jobs_deletes_only_old_completed_jobs_in_batches(queue: dq.JobQueue) -> None:
     old = queue.add_jobs([{"job_type": "t", "payload": i} for i in range(5)])
     recent = queue.add_job("t", {})
     old_failed = queue.add_job("t", {})
     for job_id in old:
-        _set(engine, job_id, "status='completed', updated_at=now() - interval '31 days'")
-    _set(engine, recent, "status='completed'")
-    _set(engine, old_failed, "status='failed', updated_at=now() - interval '90 days'")
+        force_job(queue, job_id, status="completed", updated_days_ago=31)
+    force_job(queue, recent, status="completed")
+    force_job(queue, old_failed, status="failed", updated_days_ago=90)
     assert queue.cleanup_old_jobs(days_to_keep=30, batch_size=2) == 5
     assert {j.id for j in queue.get_all_jobs()} == {recent, old_failed}
     assert queue.get_job_events(old[0]) == []  # events cascade
 
 
-def test_cleanup_old_job_events_deletes_in_batches(queue: dq.JobQueue, engine: sa.Engine) -> None:
+def test_cleanup_old_job_events_deletes_in_batches(queue: dq.JobQueue) -> None:
     ids = queue.add_jobs([{"job_type": "t", "payload": i} for i in range(5)])
     keep = queue.add_job("t", {})
-    run_sql(
-        engine,
-        "UPDATE job_events SET created_at = now() - interval '10 days' WHERE job_id <> :id",
-        id=keep,
-    )
+    age_events(queue, ids, days=10)
     assert queue.cleanup_old_job_events(days_to_keep=7, batch_size=2) == 5
     assert queue.get_job_events(ids[0]) == []
     assert len(queue.get_job_events(keep)) == 1
 
 
-def test_reclaim_respects_per_job_timeout(queue: dq.JobQueue, engine: sa.Engine) -> None:
-    long_timeout = queue.add_job("t", {}, timeout_ms=30 * 60_000)
-    short_timeout = queue.add_job("t", {}, timeout_ms=20 * 60_000)
+def test_reclaim_respects_per_job_timeout(pg_queue: dq.JobQueue, engine: sa.Engine) -> None:
+    long_timeout = pg_queue.add_job("t", {}, timeout_ms=30 * 60_000)
+    short_timeout = pg_queue.add_job("t", {}, timeout_ms=20 * 60_000)
     _set(
         engine,
         long_timeout,
@@ -253,8 +259,8 @@ def test_reclaim_respects_per_job_timeout(queue: dq.JobQueue, engine: sa.Engine)
         short_timeout,
         "status='processing', attempts=1, locked_by='w', locked_at=now() - interval '25 minutes'",
     )
-    assert queue.reclaim_stuck_jobs(10) == 1
-    kept, released = queue.get_job(long_timeout), queue.get_job(short_timeout)
+    assert pg_queue.reclaim_stuck_jobs(10) == 1
+    kept, released = pg_queue.get_job(long_timeout), pg_queue.get_job(short_timeout)
     assert kept is not None and kept.status == "processing"
     assert released is not None
     assert (released.status, released.locked_by, released.locked_at, released.attempts) == (
@@ -263,48 +269,48 @@ def test_reclaim_respects_per_job_timeout(queue: dq.JobQueue, engine: sa.Engine)
         None,
         1,
     )
-    assert _event_types(queue, short_timeout) == ["added"]
+    assert _event_types(pg_queue, short_timeout) == ["added"]
 
 
-def test_reclaim_fails_job_on_its_last_attempt(queue: dq.JobQueue, engine: sa.Engine) -> None:
+def test_reclaim_fails_job_on_its_last_attempt(pg_queue: dq.JobQueue, engine: sa.Engine) -> None:
     # W-RT-1: upstream made it pending but unclaimable forever.
-    job_id = queue.add_job("t", {}, max_attempts=2)
+    job_id = pg_queue.add_job("t", {}, max_attempts=2)
     _set(
         engine,
         job_id,
         "status='processing', attempts=2, locked_by='w', locked_at=now() - interval '1 hour'",
     )
-    assert queue.reclaim_stuck_jobs(10) == 1
-    job = queue.get_job(job_id)
+    assert pg_queue.reclaim_stuck_jobs(10) == 1
+    job = pg_queue.get_job(job_id)
     assert job is not None
     assert (job.status, job.failure_reason, job.next_attempt_at) == ("failed", "timeout", None)
     assert len(job.error_history) == 1 and job.error_history[0]["timestamp"].endswith("Z")
-    failed = queue.get_job_events(job_id)[-1]
+    failed = pg_queue.get_job_events(job_id)[-1]
     assert failed.event_type == "failed"
     assert failed.metadata is not None and failed.metadata["failureReason"] == "timeout"
 
 
 def test_reclaim_respects_job_timeouts_for_non_heartbeating_workers(
-    queue: dq.JobQueue, engine: sa.Engine
+    pg_queue: dq.JobQueue, engine: sa.Engine
 ) -> None:
-    no_timeout = queue.add_job("t", {})
-    with_timeout = queue.add_job("t", {}, timeout_ms=60_000)
+    no_timeout = pg_queue.add_job("t", {})
+    with_timeout = pg_queue.add_job("t", {}, timeout_ms=60_000)
     for job_id in (no_timeout, with_timeout):
         _set(
             engine,
             job_id,
             "status='processing', attempts=1, locked_at=now() - interval '5 seconds'",
         )
-    assert queue.reclaim_stuck_jobs(max_processing_time=1) == 1
-    job = queue.get_job(no_timeout)
+    assert pg_queue.reclaim_stuck_jobs(max_processing_time=1) == 1
+    job = pg_queue.get_job(no_timeout)
     assert job is not None and job.status == "pending"
 
 
-def test_reclaim_with_zero_minutes_is_refused(queue: dq.JobQueue, engine: sa.Engine) -> None:
+def test_reclaim_with_zero_minutes_is_refused(pg_queue: dq.JobQueue, engine: sa.Engine) -> None:
     """Upstream accepts 0 and reclaims running jobs; we refuse it."""
-    job_id = queue.add_job("t", {})
+    job_id = pg_queue.add_job("t", {})
     _set(engine, job_id, "status='processing', attempts=1, locked_at=now()")
     with pytest.raises(dq.ConfigurationError, match="max_processing_time_minutes"):
-        queue.reclaim_stuck_jobs(0)
-    job = queue.get_job(job_id)
+        pg_queue.reclaim_stuck_jobs(0)
+    job = pg_queue.get_job(job_id)
     assert job is not None and job.status == "processing"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-import sqlalchemy as sa
+import pytest
 
 import dataqueue as dq
 
 UTC = dt.timezone.utc
+
+pytestmark = pytest.mark.all_backends
 
 
 def test_get_job_returns_none_for_unknown_id(queue: dq.JobQueue) -> None:
@@ -121,9 +123,40 @@ def test_records_convert_to_json_ready_dicts(queue: dq.JobQueue) -> None:
     assert event["eventType"] == "added" and event["jobId"] == job_id
 
 
-def test_datetimes_come_back_in_utc(queue: dq.JobQueue, engine: sa.Engine) -> None:
+def test_datetimes_come_back_in_utc(queue: dq.JobQueue) -> None:
     tokyo = dt.timezone(dt.timedelta(hours=9))
     when = dt.datetime(2030, 5, 1, 9, 0, tzinfo=tokyo)
     job = queue.get_job(queue.add_job("t", {}, run_at=when))
     assert job is not None
     assert job.run_at == when and job.run_at.utcoffset() == dt.timedelta(0)
+
+
+def test_empty_tag_lists_follow_set_semantics(queue: dq.JobQueue) -> None:
+    untagged = queue.add_job("t", {})
+    empty = queue.add_job("t", {}, tags=[])
+    tagged = queue.add_job("t", {}, tags=["a"])
+
+    def ids(mode: str) -> set[int]:
+        return {j.id for j in queue.get_jobs_by_tags([], mode=mode)}
+
+    assert ids("all") == {empty, tagged}
+    assert ids("any") == set()
+    assert ids("none") == {untagged, empty, tagged}
+    assert ids("exact") == {empty}
+
+
+def test_filters_combine(queue: dq.JobQueue) -> None:
+    when = dt.datetime(2030, 1, 1, tzinfo=UTC)
+    match = queue.add_job("a", {}, priority=2, run_at=when, tags=["x", "y"])
+    queue.add_job("a", {}, priority=1, run_at=when, tags=["x", "y"])
+    queue.add_job("b", {}, priority=2, run_at=when, tags=["x", "y"])
+    queue.add_job("a", {}, priority=2, tags=["x", "y"])
+    queue.add_job("a", {}, priority=2, run_at=when, tags=["x"])
+    filters = {
+        "job_type": "a",
+        "priority": 2,
+        "run_at": {"gte": when},
+        "tags": {"values": ["y", "x"], "mode": "exact"},
+    }
+    assert [j.id for j in queue.get_jobs(filters)] == [match]
+    assert queue.get_jobs({**filters, "cursor": match}) == []

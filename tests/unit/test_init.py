@@ -44,15 +44,44 @@ def test_redis_options_with_postgres_backend_are_contradictory() -> None:
         {"backend": "redis", "redis_config": {"host": "localhost"}},
     ],
 )
-def test_redis_backend_is_not_available_yet(options: dict[str, Any]) -> None:
-    with pytest.raises(dq.UnsupportedOperationError, match="not implemented yet"):
-        dq.init_job_queue(**options)
+def test_redis_options_select_the_redis_backend(options: dict[str, Any]) -> None:
+    import redis
+
+    # Connecting is lazy: nothing here needs a server.
+    with dq.init_job_queue(**options) as queue:
+        assert isinstance(queue.get_redis_client(), redis.Redis)
+        with pytest.raises(dq.UnsupportedOperationError, match="PostgreSQL backend"):
+            queue.get_engine()
 
 
 def test_redis_env_var_selects_redis(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATAQUEUE_REDIS_URL", "redis://localhost:6379/0")
-    with pytest.raises(dq.UnsupportedOperationError):
-        dq.init_job_queue()
+    monkeypatch.setenv("DATAQUEUE_REDIS_URL", "redis://localhost:6379/3")
+    with dq.init_job_queue() as queue:
+        kwargs = queue.get_redis_client().connection_pool.connection_kwargs
+        assert (kwargs["host"], kwargs["db"]) == ("localhost", 3)
+
+
+def test_missing_redis_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "redis", None)  # makes `import redis` fail
+    with pytest.raises(dq.ConfigurationError, match=r"dataqueue\[redis\]"):
+        dq.init_job_queue(redis_url="redis://localhost:6379/0")
+
+
+def test_redis_client_and_url_together_are_contradictory() -> None:
+    import redis
+
+    with pytest.raises(dq.ConfigurationError, match="not both"):
+        dq.init_job_queue(redis_client=redis.Redis(), redis_url="redis://localhost:6379/0")
+
+
+def test_redis_tls_pem_cert_must_be_a_file() -> None:
+    with pytest.raises(dq.ConfigurationError, match="file://"):
+        dq.init_job_queue(
+            backend="redis",
+            redis_config={"host": "localhost", "tls": {"cert": "-----BEGIN CERTIFICATE-----"}},
+        )
 
 
 def test_bad_redis_config_key_is_rejected() -> None:

@@ -33,6 +33,7 @@ from dataqueue.backends.base import (
     Failure,
 )
 from dataqueue.backends.postgres import enqueue as pg_enqueue
+from dataqueue.backends.postgres import notify as pg_notify
 from dataqueue.backends.postgres import sql as pg_sql
 from dataqueue.backends.postgres.enqueue import Enqueuer
 from dataqueue.config import reset_engine_after_fork
@@ -301,12 +302,32 @@ class PostgresBackend:
 
     ``engine`` is shared, never disposed here unless ``owns_engine``. ``schema`` names
     the PostgreSQL schema of the tables (None: the connection's search_path).
+
+    Wake-ups (:mod:`.notify`): every statement that makes jobs due notifies
+    ``notify_channel`` (default ``dataqueue``, or ``dataqueue.<schema>``), and
+    :meth:`listen` listens on it. ``notify=False`` sends no notifications (processors
+    of this queue still listen, e.g. for other processes that notify).
     """
 
-    def __init__(self, engine: sa.Engine, *, schema: str | None = None, owns_engine: bool = False):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        schema: str | None = None,
+        owns_engine: bool = False,
+        notify: bool = True,
+        notify_channel: str | None = None,
+    ):
         self.engine = engine
         self.schema = schema
         self._owns_engine = owns_engine
+        self.notify_channel = (
+            pg_notify.default_channel(schema)
+            if notify_channel is None
+            else pg_notify.check_channel(notify_channel)
+        )
+        channel = self.notify_channel if notify else None
+        self._notify_params = None if channel is None else {"channel": channel}
         options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
         if schema is not None:
             options["schema_translate_map"] = {None: schema}
@@ -314,10 +335,10 @@ class PostgresBackend:
         self._autocommit = engine.execution_options(**options)
         del options["isolation_level"]
         self._transactional = engine.execution_options(**options)
-        self._sql = pg_sql.render_statements(schema)
-        self._enqueuer = Enqueuer(self._sql, schema, engine.dialect)
-        self._fail_sql = pg_sql.render_fail(schema)
-        self._named = pg_sql.render_named(schema)
+        self._sql = pg_sql.render_statements(schema, channel)
+        self._enqueuer = Enqueuer(self._sql, schema, engine.dialect, channel)
+        self._fail_sql = pg_sql.render_fail(schema, channel)
+        self._named = pg_sql.render_named(schema, channel)
         self._advance_cache: dict[tuple[bool, bool, int], str] = {}
         # One advisory lock serialises claims under a group limit (W-GRP-1).
         self._lock_key = _GROUP_LOCK_BASE + zlib.crc32((schema or "").encode())
@@ -341,6 +362,25 @@ class PostgresBackend:
     def _count(self, statement: sa.Executable) -> int:
         with self._translate_errors(), self._autocommit.connect() as conn:
             return conn.execute(statement).rowcount
+
+    def _rows_notifying(
+        self,
+        statement: sa.Executable,
+        changed: Callable[[list[sa.Row[Any]]], bool] = bool,
+    ) -> list[sa.Row[Any]]:
+        """:meth:`_rows`, plus a wake-up in the same transaction if ``changed(rows)``
+        (by default: if rows came back).
+
+        For the rarer statements that make jobs due (manual retry, release, reclaim,
+        edits of ``run_at``): one more statement only when something changed.
+        """
+        if self._notify_params is None:
+            return self._rows(statement)
+        with self._translate_errors(), self._transaction() as conn:
+            rows = list(conn.execute(statement).all())
+            if changed(rows):
+                conn.execute(sa.text(pg_notify.NOTIFY_SQL), self._notify_params)
+        return rows
 
     # -- enqueue --------------------------------------------------------------------
 
@@ -395,7 +435,7 @@ class PostgresBackend:
             .returning(jq.c.id)
             .cte("changed")
         )
-        return bool(self._rows(_events_for(changed, JobEventType.RETRIED)))
+        return bool(self._rows_notifying(_events_for(changed, JobEventType.RETRIED)))
 
     def cancel_job(self, job_id: int) -> bool:
         return bool(self._cancel(jq.c.id == job_id, jq.c.status.in_(["pending", "waiting"])))
@@ -452,6 +492,8 @@ class PostgresBackend:
             .cte("changed")
         )
         statement = _events_for(changed, JobEventType.EDITED, _edit_metadata(updates))
+        if "run_at" in updates:  # possibly due sooner: processors look again
+            return len(self._rows_notifying(statement))
         return len(self._rows(statement))
 
     def cleanup_old_jobs(self, days_to_keep: int, batch_size: int) -> int:
@@ -560,7 +602,7 @@ class PostgresBackend:
             sa.select(sa.func.count()).select_from(released).scalar_subquery()
             + sa.select(sa.func.count()).select_from(failed).scalar_subquery()
         ).add_cte(stuck, released, failed, failed_events)
-        rows = self._rows(statement)
+        rows = self._rows_notifying(statement, changed=lambda rows: bool(rows[0][0]))
         return int(rows[0][0])
 
     # -- worker registry and heartbeats ---------------------------------------------
@@ -631,7 +673,7 @@ class PostgresBackend:
             )
             .returning(jq.c.id)
         )
-        return [row[0] for row in self._rows(statement)]
+        return [row[0] for row in self._rows_notifying(statement)]
 
     # -- processing -----------------------------------------------------------------
 
@@ -880,6 +922,26 @@ class PostgresBackend:
                     enqueued += 1
                 conn.execute(sa.update(cs).where(cs.c.id == row["id"]).values(**values))
         return enqueued
+
+    # -- wake-ups -------------------------------------------------------------------
+
+    def listen(self) -> pg_notify.PostgresWakeups | None:
+        connection = pg_notify.listening_connection(self.engine)
+        if connection is None:
+            return None
+        try:
+            return pg_notify.PostgresWakeups(connection, self.notify_channel)
+        except BaseException:
+            connection.close()
+            raise
+
+    def next_due_in(self, job_types: Sequence[str] | None) -> float | None:
+        types = None if job_types is None else list(job_types)
+        with self._translate_errors(), self._autocommit.connect() as conn:
+            value = conn.execute(
+                sa.text(self._named["next_due"]), {"job_types": types or [], "all": types is None}
+            ).scalar()
+        return None if value is None else float(value)
 
     # -- lifecycle ------------------------------------------------------------------
 

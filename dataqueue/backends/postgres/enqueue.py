@@ -58,8 +58,14 @@ class _EnqueueStatements:
     ever gains entries of the same value, so threads may share it.
     """
 
-    def __init__(self, text: Mapping[str, str], schema: str | None, dialect: sa.Dialect) -> None:
-        native = pg_sql.render_native_statements(schema)
+    def __init__(
+        self,
+        text: Mapping[str, str],
+        schema: str | None,
+        dialect: sa.Dialect,
+        channel: str | None = None,
+    ) -> None:
+        native = pg_sql.render_native_statements(schema, channel)
         self._native = {text[name]: native[name] for name in pg_sql.ENQUEUE_STATEMENTS}
         self._clauses = {text[name]: sa.text(text[name]) for name in pg_sql.ENQUEUE_STATEMENTS}
         self._dialect = dialect
@@ -323,11 +329,18 @@ def _repair_parameters(dependents: list[int], repairs: Mapping[int, int]) -> dic
 
 
 class Enqueuer:
-    """Runs the enqueue statements of one schema (``sql``: :func:`pg_sql.render_statements`)."""
+    """Runs the enqueue statements of one schema (``sql``: :func:`pg_sql.render_statements`,
+    rendered for the same wake-up ``channel``)."""
 
-    def __init__(self, sql: Mapping[str, str], schema: str | None, dialect: sa.Dialect) -> None:
+    def __init__(
+        self,
+        sql: Mapping[str, str],
+        schema: str | None,
+        dialect: sa.Dialect,
+        channel: str | None = None,
+    ) -> None:
         self._sql = sql
-        self._statements = _EnqueueStatements(sql, schema, dialect)
+        self._statements = _EnqueueStatements(sql, schema, dialect, channel)
 
     def add_on(self, db: Any, jobs: Iterable[NewJob], count: int) -> list[int]:
         """Insert the ``count`` jobs of ``jobs`` on ``db`` (a caller's connection or ours).

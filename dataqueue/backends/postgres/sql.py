@@ -139,9 +139,9 @@ inserted AS (
     WHERE r.existing_id IS NULL
     ORDER BY {insert_order}{on_conflict}
     {returning}
-),{added_events}
+),{added_events}{notify}
 SELECT resolved.ord, resolved.id, inserted.id IS NOT NULL AS was_inserted, resolved.existing_id
-FROM resolved LEFT JOIN inserted ON inserted.id = resolved.id
+FROM resolved LEFT JOIN inserted ON inserted.id = resolved.id{notified}
 ORDER BY resolved.ord
 """
 
@@ -161,9 +161,9 @@ WITH inserted AS (
     FROM unnest({arrays}) WITH ORDINALITY AS t({names}, ord)
     ORDER BY t.ord
     {returning}
-),{added_events}
+),{added_events}{notify}
 SELECT 0 AS ord, inserted.id, true AS was_inserted, CAST(NULL AS integer) AS existing_id
-FROM inserted
+FROM inserted{notified}
 ORDER BY inserted.id
 """
 
@@ -185,9 +185,9 @@ WITH inserted AS (
         CAST(:depends_on_tags AS text[]))
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     {returning}
-),{added_events}
+),{added_events}{notify_one}
 SELECT 1 AS ord, inserted.id, true AS was_inserted, CAST(NULL AS integer) AS existing_id
-FROM inserted
+FROM inserted{notified}
 UNION ALL
 SELECT 1, existing.id, false, existing.id FROM {job_queue} AS existing
 WHERE existing.idempotency_key = CAST(:idempotency_key AS text)
@@ -249,6 +249,34 @@ def _qualify(schema: str | None, name: str) -> str:
     return '"' + schema.replace('"', '""') + '".' + name
 
 
+# -- wake-ups ---------------------------------------------------------------------------
+#
+# A statement that makes jobs due (or schedules them) also calls ``pg_notify`` once, so
+# listening processors claim at once (see :mod:`dataqueue.backends.postgres.notify`).
+# PostgreSQL delivers it when the transaction commits: a rolled-back ``db=`` enqueue
+# wakes nobody. It sits in a MATERIALIZED CTE over the statement's changed rows (LIMIT
+# 1: one call, none when nothing changed) that the final SELECT reads once as a
+# one-time filter; a CTE that nothing reads would never run, and a call in a per-row
+# position would run per row. The payload is the job type when the statement wrote
+# one job, else empty ("any type").
+
+#: Filter of the final SELECT that runs the ``notified`` CTE (count(*) is never NULL).
+_NOTIFIED = "\nWHERE (SELECT count(*) FROM notified) >= 0"
+
+
+def _notify_cte(channel_literal: str, payload: str, source: str) -> str:
+    """``, notified AS (...)``: one ``pg_notify`` if ``source`` has a row."""
+    return (
+        ",\nnotified AS MATERIALIZED (\n"
+        f"    SELECT pg_notify({channel_literal}, {payload}) FROM {source} LIMIT 1\n)"
+    )
+
+
+def channel_literal(channel: str) -> str:
+    """``channel`` as an SQL string literal."""
+    return "'" + channel.replace("'", "''") + "'"
+
+
 # Speculative insertion (ON CONFLICT) costs an extra heap write and WAL record per row,
 # so only batches that carry keys pay for it.
 _ON_CONFLICT = "\n    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
@@ -261,8 +289,10 @@ _ON_CONFLICT = "\n    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT
 _KEY_ORDER = 'r.idempotency_key COLLATE "C", r.ord'
 
 
-def _templates() -> dict[str, str]:
+def _templates(notify: bool) -> dict[str, str]:
     arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in INPUT_COLUMNS)
+    # The channel literal is filled in by the second format() call, with the schema's names.
+    channel = "{notify_channel}"
     shared = {
         "insert_columns": _INSERT_COLUMNS,
         "returning": _INSERTED_RETURNING,
@@ -271,6 +301,8 @@ def _templates() -> dict[str, str]:
         "job_queue": "{job_queue}",
         "job_events": "{job_events}",
         "sequence": "{sequence}",
+        "notify": _notify_cte(channel, "''", "inserted") if notify else "",
+        "notified": _NOTIFIED if notify else "",
     }
     names = ", ".join(name for name, _ in INPUT_COLUMNS)
     keyed = "existing.idempotency_key = input.idempotency_key"
@@ -293,7 +325,13 @@ def _templates() -> dict[str, str]:
             **shared,
         ),
         "enqueue_plain": _ENQUEUE_PLAIN_SQL.format(arrays=arrays, names=names, **shared),
-        "enqueue_one": _ENQUEUE_ONE_SQL.format(**shared),
+        "enqueue_one": _ENQUEUE_ONE_SQL.format(
+            # One job: its type tells processors of other types that they may sleep on.
+            notify_one=_notify_cte(channel, "CAST(:job_type AS text)", "inserted")
+            if notify
+            else "",
+            **shared,
+        ),
         "existing_ids": _EXISTING_IDS_SQL,
         "ids_by_key": _IDS_BY_KEY_SQL,
         "repair_placeholders": _REPAIR_PLACEHOLDERS_SQL,
@@ -305,7 +343,9 @@ def _compact(sql: str) -> str:
     return " ".join(sql.split())
 
 
-def _table_names(schema: str | None, escape: Callable[[str], str]) -> dict[str, str]:
+def _table_names(
+    schema: str | None, escape: Callable[[str], str], channel: str | None = None
+) -> dict[str, str]:
     # The sequence is a regclass literal, resolved once when the statement is parsed
     # (a bound name would be looked up again for every row).
     sequence = "CAST('" + _qualify(schema, "job_queue_id_seq").replace("'", "''") + "' AS regclass)"
@@ -314,36 +354,39 @@ def _table_names(schema: str | None, escape: Callable[[str], str]) -> dict[str, 
         "job_events": escape(_qualify(schema, "job_events")),
         "waitpoints": escape(_qualify(schema, "waitpoints")),
         "sequence": escape(sequence),
+        "notify_channel": "" if channel is None else escape(channel_literal(channel)),
     }
 
 
-def _text_names(schema: str | None) -> dict[str, str]:
+def _text_names(schema: str | None, channel: str | None = None) -> dict[str, str]:
     """The schema's names for statements run through SQLAlchemy ``text()``.
 
     A colon in a quoted schema name must not read as a bind parameter there.
     """
-    return _table_names(schema, lambda sql: sql.replace(":", "\\:"))
+    return _table_names(schema, lambda sql: sql.replace(":", "\\:"), channel)
 
 
-def render_statements(schema: str | None) -> dict[str, str]:
+def render_statements(schema: str | None, channel: str | None = None) -> dict[str, str]:
     """The SQL texts for ``schema`` (None: the connection's search_path).
 
     The enqueue statements (:data:`ENQUEUE_STATEMENTS`) use SQLAlchemy ``:name`` binds.
+    With a ``channel``, the enqueue statements notify it (see ``_notify_cte``).
     """
-    names = _text_names(schema)
-    return {name: _compact(sql).format(**names) for name, sql in _templates().items()}
+    names = _text_names(schema, channel)
+    templates = _templates(channel is not None)
+    return {name: _compact(sql).format(**names) for name, sql in templates.items()}
 
 
-def render_native_statements(schema: str | None) -> dict[str, str]:
+def render_native_statements(schema: str | None, channel: str | None = None) -> dict[str, str]:
     """The enqueue statements (:data:`ENQUEUE_STATEMENTS`) for a psycopg 3 cursor.
 
     Same SQL and parameter names as :func:`render_statements`, with ``%(name)s``
     placeholders, so psycopg sends them without SQLAlchemy compiling anything.
     """
-    names = _table_names(schema, lambda sql: sql.replace("%", "%%"))
+    names = _table_names(schema, lambda sql: sql.replace("%", "%%"), channel)
     return {
         name: _BIND.sub(r"%(\1)s", _compact(sql).replace("%", "%%")).format(**names)
-        for name, sql in _templates().items()
+        for name, sql in _templates(channel is not None).items()
     }
 
 
@@ -676,14 +719,26 @@ failed_events AS (
                 ELSE jsonb_build_object('failureReason', reason) END
         || jsonb_build_object('deadLetterJobId', new_dead_letter_id)
     FROM failed
-)
-SELECT id, next_attempt_at IS NOT NULL AS will_retry, new_dead_letter_id FROM failed
+){notify}
+SELECT id, next_attempt_at IS NOT NULL AS will_retry, new_dead_letter_id FROM failed{notified}
 """
 
 
-def render_fail(schema: str | None) -> str:
-    """The batched fail statement."""
-    return _FAIL_SQL.format(**_text_names(schema))
+def _notify_names(names: dict[str, str], source: str) -> dict[str, str]:
+    """``notify``/``notified`` fragments for a one-pass template (none without a channel)."""
+    channel = names["notify_channel"]
+    if not channel:
+        return {"notify": "", "notified": ""}
+    return {"notify": _notify_cte(channel, "''", source), "notified": _NOTIFIED}
+
+
+def render_fail(schema: str | None, channel: str | None = None) -> str:
+    """The batched fail statement; with a ``channel``, retries and dead letters notify it."""
+    names = _text_names(schema, channel)
+    notify = _notify_names(
+        names, "failed WHERE next_attempt_at IS NOT NULL OR new_dead_letter_id IS NOT NULL"
+    )
+    return _FAIL_SQL.format(**names, **notify)
 
 
 # -- waits, tokens and dependency cascades --------------------------------------------
@@ -712,23 +767,27 @@ waited AS (
         wait_token_id = CASE WHEN (SELECT done FROM settled) THEN NULL
                              ELSE CAST(:token_id AS varchar) END
     WHERE j.id = :job_id AND j.status = 'processing' AND j.locked_by = :worker_id
-    RETURNING j.id
+    RETURNING j.id, j.wait_until
 ),
 waited_events AS (
     INSERT INTO {job_events} (job_id, event_type, metadata)
     SELECT id, 'waiting', jsonb_build_object('waitUntil', CAST(:wait_until_text AS text),
         'waitTokenId', CAST(:token_id AS text))
     FROM waited
-)
-SELECT id FROM waited
+){notify}
+SELECT id FROM waited{notified}
 """
 
 # Resuming keeps the job 'waiting' with wait_until = now(): the claim's waiting branch
 # takes it without consuming an attempt (W-TOK-3), exactly like a due time-based wait.
 _RESUME_TOKEN_WAITERS_SQL = """
-UPDATE {job_queue}
-SET wait_token_id = NULL, wait_until = now(), updated_at = now()
-WHERE status = 'waiting' AND wait_token_id = ANY(CAST(:token_ids AS varchar[]))
+WITH resumed AS (
+    UPDATE {job_queue}
+    SET wait_token_id = NULL, wait_until = now(), updated_at = now()
+    WHERE status = 'waiting' AND wait_token_id = ANY(CAST(:token_ids AS varchar[]))
+    RETURNING id
+){notify}
+SELECT id FROM resumed{notified}
 """
 
 _COMPLETE_TOKEN_SQL = """
@@ -784,13 +843,42 @@ RETURNING job_id
 """
 
 
-def render_named(schema: str | None) -> dict[str, str]:
-    """The waits/tokens/cascade statements for ``schema``."""
-    names = _text_names(schema)
+# The processor's timed wake-up: seconds until the earliest future due time it could
+# claim, by the database's clock. Each branch is one probe of an index (run_at, the
+# failed-retry and wait_until partial indexes); times already passed are left out, so
+# a due job that cannot be claimed (unmet dependencies) does not make it spin.
+_NEXT_DUE_SQL = """
+SELECT extract(epoch FROM least(
+    (SELECT min(run_at) FROM {job_queue}
+     WHERE status = 'pending' AND run_at > now() AND attempts < max_attempts{type_filter}),
+    (SELECT min(next_attempt_at) FROM {job_queue}
+     WHERE status = 'failed' AND next_attempt_at > now() AND attempts < max_attempts{type_filter}),
+    (SELECT min(wait_until) FROM {job_queue}
+     WHERE status = 'waiting' AND wait_until IS NOT NULL AND wait_until > now()
+       AND wait_token_id IS NULL{type_filter})
+) - now())
+"""
+
+_NEXT_DUE_TYPES = (
+    "\n       AND (CAST(:all AS boolean) OR job_type = ANY(CAST(:job_types AS text[])))"
+)
+
+
+def render_named(schema: str | None, channel: str | None = None) -> dict[str, str]:
+    """The waits/tokens/cascade statements for ``schema``.
+
+    With a ``channel``, a wait with a due time and a token's resumed waiters notify it.
+    """
+    names = _text_names(schema, channel)
     return {
-        "wait": _WAIT_SQL.format(**names),
-        "resume_token_waiters": _RESUME_TOKEN_WAITERS_SQL.format(**names),
+        "wait": _WAIT_SQL.format(
+            **names, **_notify_names(names, "waited WHERE wait_until IS NOT NULL")
+        ),
+        "resume_token_waiters": _RESUME_TOKEN_WAITERS_SQL.format(
+            **names, **_notify_names(names, "resumed")
+        ),
         "complete_token": _COMPLETE_TOKEN_SQL.format(**names),
         "expire_tokens": _EXPIRE_TOKENS_SQL.format(**names),
         "cascade": _CASCADE_SQL.format(**names),
+        "next_due": _NEXT_DUE_SQL.format(type_filter=_NEXT_DUE_TYPES, **names),
     }

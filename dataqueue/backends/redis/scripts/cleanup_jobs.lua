@@ -1,0 +1,46 @@
+-- cleanup_jobs: delete old completed jobs found by one SSCAN step of `P status:completed`.
+--
+-- KEYS[1]  key prefix P
+-- ARGV[1]  SSCAN cursor ('0' to start)
+-- ARGV[2]  SSCAN COUNT hint (the batch size)
+-- ARGV[3]  days to keep: jobs whose updatedAt is older than now - days are deleted
+--
+-- A deleted job leaves nothing behind (W-UB-7): its hash, tag set, events, idempotency
+-- key (if it still names this job), its memberships of status/type/tag/all sets and of
+-- its prerequisites' `P dep:<id>` and `P tagdep:<tag>` sets, and its own `P dep:<id>`.
+-- Returns {next cursor, number deleted}.
+
+local now = now_ms()
+local cutoff = now - tonumber(ARGV[3]) * 86400000
+local scan = redis.call('SSCAN', P .. 'status:completed', ARGV[1], 'COUNT', ARGV[2])
+local deleted = 0
+for _, id in ipairs(scan[2]) do
+  local job_key = P .. 'job:' .. id
+  local f = redis.call('HMGET', job_key, 'status', 'updatedAt', 'jobType', 'idempotencyKey',
+    'dependsOnJobIds', 'dependsOnTags')
+  if f[1] ~= 'completed' then
+    if f[1] == false then
+      redis.call('SREM', P .. 'status:completed', id)  -- a stale member
+    end
+  elseif tonumber(f[2]) and tonumber(f[2]) < cutoff then
+    for _, tag in ipairs(redis.call('SMEMBERS', job_key .. ':tags')) do
+      redis.call('SREM', P .. 'tag:' .. tag, id)
+    end
+    for _, dep in ipairs(decode_list(f[5])) do
+      redis.call('SREM', P .. 'dep:' .. int_text(dep), id)
+    end
+    for _, tag in ipairs(decode_list(f[6])) do
+      redis.call('SREM', P .. 'tagdep:' .. tag, id)
+    end
+    if f[4] and f[4] ~= 'null' and redis.call('GET', P .. 'idempotency:' .. f[4]) == id then
+      redis.call('DEL', P .. 'idempotency:' .. f[4])
+    end
+    redis.call('SREM', P .. 'type:' .. f[3], id)
+    redis.call('SREM', P .. 'status:completed', id)
+    redis.call('ZREM', P .. 'all', id)
+    unplace(id)
+    redis.call('DEL', job_key, job_key .. ':tags', P .. 'events:' .. id, P .. 'dep:' .. id)
+    deleted = deleted + 1
+  end
+end
+return {scan[1], deleted}

@@ -1,0 +1,71 @@
+-- edit_jobs: apply the same field updates to pending jobs, one `edited` event each.
+--
+-- KEYS[1]  key prefix P
+-- ARGV[1]  metadata JSON of the `edited` event (built by the client)
+-- ARGV[2]  n, the number of hash field/value pairs that follow
+-- ARGV[3 .. 2+2n]  field, value, ... (encoded as in the job hash; runAt '' means now)
+-- ARGV[3+2n]  'keep' (tags unchanged) or 'set'
+-- if 'set':  ARGV[4+2n] = m, then m tags (the new tag set; m = 0 with tags 'null' or '[]')
+-- then: the job ids
+--
+-- Jobs that are not pending are left alone (no event, W-EV-3). A change of runAt or
+-- priority takes effect at once: the job moves between `P queue` and `P delayed`
+-- (W-R-2). Tags move between `P tag:<t>` sets and `P job:<id>:tags`.
+-- Returns the number of jobs changed.
+
+local meta = ARGV[1]
+local n = tonumber(ARGV[2])
+local pos = 3 + 2 * n
+local set_tags = ARGV[pos] == 'set'
+local new_tags = {}
+pos = pos + 1
+if set_tags then
+  local m = tonumber(ARGV[pos])
+  for k = 1, m do
+    new_tags[k] = ARGV[pos + k]
+  end
+  pos = pos + m + 1
+end
+local now = now_ms()
+local now_text = int_text(now)
+local replaces_place = false
+local fields = {}
+for k = 0, n - 1 do
+  local field, value = ARGV[3 + 2 * k], ARGV[4 + 2 * k]
+  if field == 'runAt' and value == '' then
+    value = now_text
+  end
+  if field == 'runAt' or field == 'priority' then
+    replaces_place = true
+  end
+  table.insert(fields, field)
+  table.insert(fields, value)
+end
+table.insert(fields, 'updatedAt')
+table.insert(fields, now_text)
+
+local changed = 0
+for k = pos, #ARGV do
+  local id = ARGV[k]
+  local job_key = P .. 'job:' .. id
+  if redis.call('HGET', job_key, 'status') == 'pending' then
+    redis.call('HSET', job_key, unpack(fields))
+    if set_tags then
+      for _, tag in ipairs(redis.call('SMEMBERS', job_key .. ':tags')) do
+        redis.call('SREM', P .. 'tag:' .. tag, id)
+      end
+      redis.call('DEL', job_key .. ':tags')
+      for _, tag in ipairs(new_tags) do
+        redis.call('SADD', P .. 'tag:' .. tag, id)
+        redis.call('SADD', job_key .. ':tags', tag)
+      end
+    end
+    if replaces_place then
+      local placed = redis.call('HMGET', job_key, 'priority', 'runAt')
+      place_pending(id, placed[1], placed[2], now)
+    end
+    add_event(id, 'edited', now, meta)
+    changed = changed + 1
+  end
+end
+return changed
