@@ -17,6 +17,7 @@ refuse must never reach it, since the error would abort the caller's transaction
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
@@ -68,6 +69,12 @@ EDITABLE_FIELDS = (
     "retry_delay_max",
     "dead_letter_job_type",
 )
+
+#: Upstream's camelCase name of each editable field: its key in the ``edited`` event's
+#: metadata (and its Redis hash field).
+EDITED_KEYS = {
+    name: re.sub(r"_(\w)", lambda m: m.group(1).upper(), name) for name in EDITABLE_FIELDS
+}
 
 #: Keys of a ``filters`` mapping.
 FILTER_NAMES = frozenset({"job_type", "priority", "run_at", "tags", "cursor"})

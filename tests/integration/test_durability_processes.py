@@ -7,7 +7,6 @@ tests never kill, so "exactly once" is counted by the handlers themselves.
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,8 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 import dataqueue as dq
-from tests.conftest import run_sql, start_cli
+from tests.conftest import run_sql
 from tests.integration.fault_handlers import LEDGER_DDL
+from tests.integration.worker_runner import WorkerProcess
 
 HANDLERS = "tests.integration.fault_handlers:make_handlers"
 KILL = (
@@ -45,53 +45,15 @@ def observer(database_url: str) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
-class _Worker:
-    """A ``dataqueue worker`` process whose output is read as it comes.
-
-    An undrained pipe fills up after a few logged errors, and a worker that blocks
-    writing its log stops storing and heartbeating: the test would measure the pipe.
-    """
-
-    def __init__(self, database_url: str, *args: str) -> None:
-        self.process = start_cli(
-            "worker", HANDLERS, *args, env={"DATAQUEUE_DATABASE_URL": database_url}
-        )
-        self._stderr: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(stream, sink), daemon=True)
-            for stream, sink in ((self.process.stderr, self._stderr), (self.process.stdout, []))
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _read(stream: Any, sink: list[str]) -> None:
-        for line in stream:
-            sink.append(line)
-
-    def poll(self) -> int | None:
-        return self.process.poll()
-
-    def wait(self, timeout: float) -> tuple[int, str]:
-        code = self.process.wait(timeout=timeout)
-        for reader in self._readers:
-            reader.join(10)
-        return code, "".join(self._stderr)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> tuple[int, str]:
-        self.process.send_signal(sig)
-        return self.wait(timeout)
-
-
-def _worker(database_url: str, *args: str) -> _Worker:
-    return _Worker(database_url, *args)
+def _worker(database_url: str, *args: str) -> WorkerProcess:
+    return WorkerProcess(database_url, HANDLERS, *args)
 
 
 def _scalar(engine: sa.Engine, sql: str, **params: Any) -> int:
     return int(run_sql(engine, sql, **params)[0][0])
 
 
-def _wait_until(predicate: Any, timeout: float, what: str, *workers: _Worker) -> None:
+def _wait_until(predicate: Any, timeout: float, what: str, *workers: WorkerProcess) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         for worker in workers:
@@ -101,7 +63,7 @@ def _wait_until(predicate: Any, timeout: float, what: str, *workers: _Worker) ->
         time.sleep(0.05)
 
 
-def _stop(worker: _Worker, timeout: float = 60) -> tuple[int, str]:
+def _stop(worker: WorkerProcess, timeout: float = 60) -> tuple[int, str]:
     return worker.stop(timeout=timeout)
 
 
@@ -185,7 +147,7 @@ def test_sigkilled_workers_jobs_run_elsewhere_within_30_seconds_with_defaults(
     assert "still running" in stderr and str(ids[0]) in stderr and str(ids[1]) in stderr
 
 
-def _stop_with_drain_timeout(worker: _Worker) -> tuple[int, str]:
+def _stop_with_drain_timeout(worker: WorkerProcess) -> tuple[int, str]:
     # The default drain timeout is 30 s; these jobs sleep for 120 s.
     return _stop(worker, timeout=60)
 

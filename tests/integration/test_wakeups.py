@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 import dataqueue as dq
 from dataqueue.backends.postgres.notify import DEFAULT_CHANNEL, default_channel
-from tests.conftest import libpq_url, run_sql, start_cli
+from tests.conftest import libpq_url, run_sql
+from tests.integration.worker_runner import WorkerProcess
 
 MINUTE_MS = 60_000
 #: A wake-up must beat a one-minute poll by far; scheduled starts must be close to time.
@@ -54,42 +55,6 @@ class Starts:
 @pytest.fixture
 def starts() -> Starts:
     return Starts()
-
-
-class _Worker:
-    """A ``dataqueue worker`` process running ``cli_handlers``; its pipes are drained as
-    it writes (a full pipe would block the worker, and the test would measure that)."""
-
-    def __init__(self, database_url: str, *args: str) -> None:
-        self.process = start_cli(
-            "worker",
-            "tests.integration.cli_handlers:HANDLERS",
-            *args,
-            env={"DATAQUEUE_DATABASE_URL": database_url},
-        )
-        self._stderr: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(stream, sink), daemon=True)
-            for stream, sink in ((self.process.stderr, self._stderr), (self.process.stdout, []))
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _read(stream: Any, sink: list[str]) -> None:
-        for line in stream:
-            sink.append(line)
-
-    def poll(self) -> int | None:
-        return self.process.poll()
-
-    def stop(self, timeout: float = 60) -> tuple[int, str]:
-        if self.process.poll() is None:
-            self.process.terminate()
-        code = self.process.wait(timeout=timeout)
-        for reader in self._readers:
-            reader.join(10)
-        return code, "".join(self._stderr)
 
 
 def _listening_pids(engine: sa.Engine) -> list[int]:
@@ -321,7 +286,13 @@ def test_stopped_processor_leaves_no_listener_behind(
 def test_worker_process_is_woken_by_another_process(
     pg_queue: dq.JobQueue, engine: sa.Engine, database_url: str
 ) -> None:
-    worker = _Worker(database_url, "--poll-interval", str(MINUTE_MS), "--no-supervisor")
+    worker = WorkerProcess(
+        database_url,
+        "tests.integration.cli_handlers:HANDLERS",
+        "--poll-interval",
+        str(MINUTE_MS),
+        "--no-supervisor",
+    )
     try:
         _wait_for_listener(engine)
         job_id = pg_queue.add_job("greet", {"name": "x"})

@@ -43,7 +43,7 @@ from dataqueue.errors import (
     SchemaNotReadyError,
 )
 from dataqueue.records import CronScheduleRecord, JobEvent, JobRecord, WaitpointRecord
-from dataqueue.validation import JobFilter, NewJob
+from dataqueue.validation import EDITED_KEYS, JobFilter, NewJob
 
 logger = logging.getLogger("dataqueue.postgres")
 
@@ -67,19 +67,6 @@ _UNDEFINED_TABLE = "42P01"
 _UNDEFINED_COLUMN = "42703"
 _INVALID_SCHEMA_NAME = "3F000"  # e.g. the sequence literal of a schema never migrated
 
-#: camelCase metadata keys of the ``edited`` event.
-_EDIT_EVENT_KEYS = {
-    "payload": "payload",
-    "max_attempts": "maxAttempts",
-    "priority": "priority",
-    "run_at": "runAt",
-    "timeout_ms": "timeoutMs",
-    "tags": "tags",
-    "retry_delay": "retryDelay",
-    "retry_backoff": "retryBackoff",
-    "retry_delay_max": "retryDelayMax",
-    "dead_letter_job_type": "deadLetterJobType",
-}
 
 # Advisory lock keys of dataqueue live in their own range (arbitrary constant).
 _GROUP_LOCK_BASE = 0x64715F0000
@@ -293,7 +280,7 @@ def _edit_metadata(updates: Mapping[str, Any]) -> dict[str, Any]:
             recorded = json.loads(value)
         elif name == "run_at" and value is not None:
             recorded = value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-        meta[_EDIT_EVENT_KEYS[name]] = recorded
+        meta[EDITED_KEYS[name]] = recorded
     return meta
 
 

@@ -28,24 +28,13 @@ from typing import Any
 
 from dataqueue.enums import FailureReason, JobEventType, JobStatus
 from dataqueue.records import JobEvent, JobRecord
-from dataqueue.validation import NewJob
+from dataqueue.validation import EDITED_KEYS, NewJob
 
 _NULL = "null"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 #: camelCase hash fields (and ``edited`` metadata keys) of the editable fields.
-EDIT_FIELDS = {
-    "payload": "payload",
-    "max_attempts": "maxAttempts",
-    "priority": "priority",
-    "run_at": "runAt",
-    "timeout_ms": "timeoutMs",
-    "tags": "tags",
-    "retry_delay": "retryDelay",
-    "retry_backoff": "retryBackoff",
-    "retry_delay_max": "retryDelayMax",
-    "dead_letter_job_type": "deadLetterJobType",
-}
+EDIT_FIELDS = EDITED_KEYS
 
 
 def _json(value: Any) -> str:

@@ -1,0 +1,50 @@
+"""``dataqueue worker`` subprocesses for the tests, with their output read as it comes.
+
+An undrained pipe fills up after a few logged errors, and a worker that blocks writing
+its log stops storing and heartbeating: a test would then measure the pipe.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from tests.conftest import start_cli
+
+
+class WorkerProcess:
+    """``dataqueue worker HANDLERS ARGS`` on ``database_url`` (via the environment)."""
+
+    def __init__(self, database_url: str, handlers: str, *args: str) -> None:
+        self.process = start_cli(
+            "worker", handlers, *args, env={"DATAQUEUE_DATABASE_URL": database_url}
+        )
+        self._stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, sink), daemon=True)
+            for stream, sink in ((self.process.stderr, self._stderr), (self.process.stdout, []))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: Any, sink: list[str]) -> None:
+        for line in stream:
+            sink.append(line)
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def wait(self, timeout: float) -> tuple[int, str]:
+        """Wait for the exit; return the status and everything written to stderr."""
+        code = self.process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(10)
+        return code, "".join(self._stderr)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> tuple[int, str]:
+        """Send ``sig`` (if still running) and wait for the exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.wait(timeout)
