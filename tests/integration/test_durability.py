@@ -498,3 +498,33 @@ def test_store_isolates_a_value_the_database_refuses(pg_queue: dq.JobQueue) -> N
     others = [pg_queue.get_job(i) for i in ids if i != ids[2]]
     assert [(j.status, j.output) for j in others if j] == [("completed", {"ok": 1})] * 4
     assert sum(1 for e, _ in events if e == "job:completed") == 4
+
+
+def test_handler_is_told_when_its_lock_was_taken_away(
+    pg_queue: dq.JobQueue, engine: sa.Engine
+) -> None:
+    """After a stall longer than the heartbeat timeout another worker may own the job:
+    the next heartbeat sees it and aborts the handler's signal; its result is dropped."""
+    reasons: list[str | None] = []
+
+    def handler(payload: Any, signal: dq.AbortSignal) -> str:
+        signal.wait(10)
+        reasons.append(signal.reason)
+        return "late"
+
+    job_id = pg_queue.add_job("t", {})
+    processor = pg_queue.create_processor(
+        {"t": handler}, poll_interval=20, heartbeat_interval=0.2, heartbeat_timeout=0.6
+    )
+    processor.start_in_background()
+    _wait_until(lambda: processor.unfinished_job_ids() == [job_id], 10, "the job to start")
+    run_sql(engine, "UPDATE job_queue SET locked_by = 'someone-else' WHERE id = :id", id=job_id)
+    _wait_until(lambda: reasons, 10, "the handler to be aborted")
+    assert processor.stop_and_drain(5000) == []
+    assert reasons == ["lock lost"]
+    job = pg_queue.get_job(job_id)
+    assert job is not None and (job.status, job.locked_by, job.output) == (
+        "processing",
+        "someone-else",
+        None,
+    )
