@@ -66,7 +66,10 @@ def test_worker_example_drains_on_sigterm(
         text=True,
     )
     deadline = time.monotonic() + 60
-    while run_sql(engine, "SELECT count(*) FROM job_queue WHERE status = 'processing'")[0][0] < 4:
+    # Wait until all four handlers have started (progress 10 is written by the handler):
+    # claimed-but-unstarted jobs are given back on SIGTERM, which is not what this tests.
+    started = "SELECT count(*) FROM job_queue WHERE status = 'processing' AND progress >= 10"
+    while run_sql(engine, started)[0][0] < 4:
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
