@@ -96,7 +96,9 @@ def _force_redis(
         client.srem(f"{prefix}status:{old}", job_id)
         client.sadd(f"{prefix}status:{status}", job_id)
         if status != "pending":
-            client.zrem(f"{prefix}queue", f"{job_id:020d}")
+            job_type = client.hget(key, "jobType")
+            job_type = job_type.decode() if isinstance(job_type, bytes) else job_type
+            client.zrem(f"{prefix}queue:{job_type}", f"{job_id:020d}")
             client.zrem(f"{prefix}delayed", job_id)
         fields["status"] = status
     if attempts is not None:

@@ -51,9 +51,12 @@ Processing, tokens and cron are not implemented on Redis yet: those methods rais
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NoReturn
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 
@@ -63,13 +66,15 @@ from dataqueue.backends.base import (
     Completion,
     FailResult,
     Failure,
-    Wakeups,
 )
 from dataqueue.backends.redis import codec, scripts
+from dataqueue.backends.redis.cron import RedisCron
 from dataqueue.backends.redis.keys import Keys
+from dataqueue.backends.redis.tokens import RedisTokens
+from dataqueue.backends.redis.wakeups import RedisWakeups
 from dataqueue.enums import JobStatus, TagMatch
 from dataqueue.errors import JobDependencyError, UnsupportedOperationError
-from dataqueue.records import CronScheduleRecord, JobEvent, JobRecord, WaitpointRecord
+from dataqueue.records import JobEvent, JobRecord
 from dataqueue.validation import JobFilter, NewJob
 
 logger = logging.getLogger("dataqueue.redis")
@@ -80,14 +85,16 @@ _CHUNK = 5000
 #: More jobs than one Redis can hold: larger offsets find nothing, larger limits mean "all".
 _MAX_JOBS = 2**40
 
+#: The error message of a job reclaimed on its last attempt (as on PostgreSQL).
+RECLAIM_MESSAGE = (
+    "Job was reclaimed after exceeding its processing time on its last attempt "
+    "(the worker stopped or lost its lock)"
+)
+
 _DB_UNSUPPORTED = (
     "The db option is not supported with the Redis backend. "
     "Transactional job creation is only available with PostgreSQL."
 )
-
-
-def _not_yet(method: str) -> NoReturn:
-    raise UnsupportedOperationError(f"{method} is not implemented on the Redis backend yet")
 
 
 def _text(value: Any) -> str:
@@ -113,7 +120,7 @@ def _run_at_matches(run_at_ms: int, ops: Sequence[tuple[str, dt.datetime]]) -> b
     return True
 
 
-class RedisBackend:
+class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
     """The :class:`dataqueue.backends.base.Backend` on Redis.
 
     ``client`` is a ``redis.Redis``; it is closed by :meth:`close` only if
@@ -343,44 +350,102 @@ class RedisBackend:
             if cursor == "0":
                 return total
 
-    # -- not implemented on Redis yet -----------------------------------------------
+    # -- reclaim and heartbeats ------------------------------------------------------
 
     def reclaim_stuck_jobs(self, max_processing_seconds: float) -> int:
-        _not_yet("reclaim_stuck_jobs")
+        max_ms = max(0, round(max_processing_seconds * 1000))
+        return int(self._run("reclaim", "all", max_ms, RECLAIM_MESSAGE))
 
     def reclaim_abandoned_jobs(self) -> int:
-        _not_yet("reclaim_abandoned_jobs")
+        return int(self._run("reclaim", "abandoned", 0, RECLAIM_MESSAGE))
 
     def heartbeat(
         self, worker_id: str, job_ids: Sequence[int], timeout_seconds: float
     ) -> list[int]:
-        _not_yet("heartbeat")
+        timeout_ms = max(1, round(timeout_seconds * 1000))
+        held = self._run(
+            "heartbeat", worker_id, timeout_ms, socket.gethostname(), os.getpid(), *job_ids
+        )
+        return [int(v) for v in held]
 
     def unregister_worker(self, worker_id: str) -> None:
-        _not_yet("unregister_worker")
+        self.client.hdel(self.keys.workers, worker_id)
 
     def release_jobs(self, worker_id: str, jobs: Sequence[ClaimedJob]) -> list[int]:
-        _not_yet("release_jobs")
+        if not jobs:
+            return []
+        args: list[Any] = [worker_id]
+        for job in jobs:
+            args += [job.id, "1" if job.resumed else "0"]
+        return [int(v) for v in self._run("release_jobs", *args)]
+
+    # -- processing -----------------------------------------------------------------
 
     def advance(
         self, worker_id: str, completions: Sequence[Completion], claim: ClaimRequest
     ) -> tuple[list[int], list[ClaimedJob]]:
-        _not_yet("advance")
+        limit = max(claim.limit, 0)
+        if claim.job_types is not None and not claim.job_types:
+            limit = 0  # an empty type filter matches nothing
+        if not completions and limit == 0:
+            return [], []
+        args: list[Any] = [worker_id, limit, claim.group_limit or 0]
+        if claim.job_types is None:
+            args += ["*", 0]
+        else:
+            args += ["types", len(claim.job_types), *claim.job_types]
+        args.append(len(completions))
+        for done in completions:
+            if done.output_json is None:
+                args += [done.job_id, "0", ""]
+            else:
+                args += [done.job_id, "1", done.output_json]
+        reply = self._run("advance", *args)
+        n_done = int(reply[0])
+        completed = [int(v) for v in reply[1 : 1 + n_done]]
+        rest = reply[1 + n_done :]
+        claimed = [
+            codec.claimed_job(rest[start : start + codec.CLAIMED_FIELDS])
+            for start in range(0, len(rest), codec.CLAIMED_FIELDS)
+        ]
+        return completed, claimed
 
     def fail_jobs(self, worker_id: str, failures: Sequence[Failure]) -> list[FailResult]:
-        _not_yet("fail_jobs")
+        if not failures:
+            return []
+        args: list[Any] = [worker_id]
+        for failure in failures:
+            args += [
+                failure.job_id,
+                json.dumps(failure.message, ensure_ascii=False),
+                "" if failure.reason is None else failure.reason.value,
+                "" if failure.retry_in_seconds is None else repr(float(failure.retry_in_seconds)),
+                failure.failed_at,
+            ]
+        reply = self._run("fail_jobs", *args)
+        return [
+            FailResult(
+                job_id=int(reply[k]),
+                will_retry=_text(reply[k + 1]) == "1",
+                dead_letter_job_id=int(reply[k + 2]) or None,
+            )
+            for k in range(0, len(reply), 3)
+        ]
+
+    def _update_owned(self, worker_id: str, job_id: int, mode: str, *pairs: Any) -> bool:
+        return bool(self._run("update_owned", worker_id, job_id, mode, *pairs))
 
     def prolong_job(self, worker_id: str, job_id: int) -> bool:
-        _not_yet("prolong_job")
+        return self._update_owned(worker_id, job_id, "prolong")
 
     def update_progress(self, worker_id: str, job_id: int, progress: int) -> bool:
-        _not_yet("update_progress")
+        return self._update_owned(worker_id, job_id, "", "progress", int(progress))
 
     def update_output(self, worker_id: str, job_id: int, output_json: str) -> bool:
-        _not_yet("update_output")
+        return self._update_owned(worker_id, job_id, "", "output", output_json)
 
     def update_step_data(self, worker_id: str, job_id: int, step_data_json: str) -> bool:
-        _not_yet("update_step_data")
+        return self._update_owned(worker_id, job_id, "", "stepData", step_data_json)
 
     def wait_job(
         self,
@@ -390,57 +455,22 @@ class RedisBackend:
         token_id: str | None,
         step_data_json: str,
     ) -> bool:
-        _not_yet("wait_job")
-
-    def create_token(
-        self,
-        token_id: str,
-        job_id: int | None,
-        timeout: dt.timedelta | None,
-        tags: list[str] | None,
-    ) -> None:
-        _not_yet("create_token")
-
-    def get_token(self, token_id: str) -> WaitpointRecord | None:
-        _not_yet("get_token")
-
-    def complete_token(self, token_id: str, output_json: str | None) -> bool | None:
-        _not_yet("complete_token")
-
-    def expire_timed_out_tokens(self) -> int:
-        _not_yet("expire_timed_out_tokens")
-
-    def add_cron_schedule(self, values: dict[str, Any]) -> int:
-        _not_yet("add_cron_schedule")
-
-    def get_cron_schedule(
-        self, schedule_id: int | None = None, name: str | None = None
-    ) -> CronScheduleRecord | None:
-        _not_yet("get_cron_schedule")
-
-    def list_cron_schedules(self, status: str | None) -> list[CronScheduleRecord]:
-        _not_yet("list_cron_schedules")
-
-    def update_cron_schedule(self, schedule_id: int, values: dict[str, Any]) -> bool:
-        _not_yet("update_cron_schedule")
-
-    def remove_cron_schedule(self, schedule_id: int) -> bool:
-        _not_yet("remove_cron_schedule")
-
-    def enqueue_due_cron_jobs(
-        self, next_run: Callable[[str, str, dt.datetime], dt.datetime | None]
-    ) -> int:
-        _not_yet("enqueue_due_cron_jobs")
-
-    # -- wake-ups -------------------------------------------------------------------
-
-    def listen(self) -> Wakeups | None:
-        """None: the Redis backend pushes no wake-ups yet (processors poll)."""
-        return None
-
-    def next_due_in(self, job_types: Sequence[str] | None) -> float | None:
-        """None: not computed on Redis yet (the store "cannot tell")."""
-        return None
+        until_text = (
+            None
+            if wait_until is None
+            else wait_until.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        )
+        meta = json.dumps({"waitUntil": until_text, "waitTokenId": token_id}, ensure_ascii=False)
+        changed = self._run(
+            "wait_job",
+            worker_id,
+            job_id,
+            "" if wait_until is None else codec.to_ms(wait_until),
+            token_id or "",
+            step_data_json,
+            meta,
+        )
+        return bool(changed)
 
     # -- lifecycle ------------------------------------------------------------------
 

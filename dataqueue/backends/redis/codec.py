@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dataqueue.backends.base import ClaimedJob
 from dataqueue.enums import FailureReason, JobEventType, JobStatus
 from dataqueue.records import JobEvent, JobRecord
 from dataqueue.validation import EDITED_KEYS, NewJob
@@ -208,6 +209,30 @@ def job_record_from_hash(raw: Mapping[Any, Any]) -> JobRecord:
         # Upstream: empty dependency arrays read as NULL.
         depends_on_job_ids=depends_on_ids or None,
         depends_on_tags=depends_on_tags or None,
+    )
+
+
+#: Values per claimed job in the reply of ``advance.lua``.
+CLAIMED_FIELDS = 13
+
+
+def claimed_job(values: Sequence[Any]) -> ClaimedJob:
+    """A :class:`ClaimedJob` from the 13 values ``advance.lua`` returns per claimed job."""
+    v = [_str(x) for x in values]
+    return ClaimedJob(
+        id=int(v[0] or 0),
+        job_type=v[1] or "",
+        payload=_payload(v[2]),
+        attempts=_int(v[3]) or 0,
+        max_attempts=_int(v[4]) or 3,
+        timeout_ms=_int(v[5]),
+        force_kill_on_timeout=bool(_bool(v[6])),
+        retry_delay=_int(v[7]),
+        retry_backoff=_bool(v[8]),
+        retry_delay_max=_int(v[9]),
+        step_data=_loads(v[10]),
+        group_id=v[11],
+        resumed=v[12] == "1",
     )
 
 

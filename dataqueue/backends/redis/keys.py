@@ -40,6 +40,8 @@ class Keys:
         self.delayed = prefix + "delayed"
         self.id_seq = prefix + "id_seq"
         self.event_id_seq = prefix + "event_id_seq"
+        self.workers = prefix + "workers"
+        self.wakeup = prefix + "wakeup"
 
     def job(self, job_id: int | str) -> str:
         """The job's hash."""

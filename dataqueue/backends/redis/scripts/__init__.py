@@ -11,17 +11,17 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-#: The scripts of this folder, by name (file name without ``.lua``).
-SCRIPT_NAMES = (
-    "add_jobs",
-    "cancel_jobs",
-    "cleanup_events",
-    "cleanup_jobs",
-    "edit_jobs",
-    "page_all",
-    "page_scan",
-    "retry_job",
-)
+
+def script_names() -> tuple[str, ...]:
+    """The scripts of this folder, by name (file name without ``.lua``; ``_lib`` is
+    the shared prelude, not a script)."""
+    folder = resources.files(__name__)
+    names = (
+        entry.name[: -len(".lua")]
+        for entry in folder.iterdir()
+        if entry.name.endswith(".lua") and not entry.name.startswith("_")
+    )
+    return tuple(sorted(names))
 
 
 def source(name: str) -> str:
@@ -33,4 +33,4 @@ def source(name: str) -> str:
 
 def load(client: Any) -> dict[str, Any]:
     """Every script registered on ``client`` (redis-py ``Script`` objects), by name."""
-    return {name: client.register_script(source(name)) for name in SCRIPT_NAMES}
+    return {name: client.register_script(source(name)) for name in script_names()}

@@ -1,6 +1,19 @@
 -- Shared helpers, prepended to every script of this folder when it is loaded
 -- (dataqueue.backends.redis.scripts.load). KEYS[1] is always the key prefix P;
 -- every key a script touches is P .. <name> (see keys.py), built here.
+--
+-- Where a job is, by status (keys.py has the full layout):
+--   pending, due, ready      `P queue:<jobType>` (score -priority, member: 20-digit id)
+--   pending, runAt future    `P delayed` (score runAt)
+--   failed, retry scheduled  `P retry` (score nextAttemptAt), then `P queue:<type>` when due
+--   waiting on a time        `P waiting` (score waitUntil), then `P queue:<type>` when due
+--   waiting on a token       no index (the token's completion or expiry makes it due)
+--   ready but dependencies unmet: `P blocked` (set) until a prerequisite completes or
+--     a tag-barrier job stops being active
+--   ready but its group is at the claiming processor's limit: `P group_wait:<group>`
+--     (same score/member as the queue) until a job of the group leaves processing
+-- Every claim takes from the `P queue:<type>` heads, so claiming never scans jobs
+-- that cannot be claimed: those were moved out of the queues when first seen.
 local P = KEYS[1]
 
 -- The Redis server's clock in epoch milliseconds (W-R-4: never the client's).
@@ -14,8 +27,13 @@ local function int_text(n)
   return string.format('%.0f', tonumber(n))
 end
 
--- Member of the ready set `P queue`: the id zero-padded to 20 digits, so that equal
--- scores (equal priority) order by id (W-R-1).
+-- The NULL encoding of the job hash: missing, '' and 'null' all mean NULL.
+local function is_null(value)
+  return value == false or value == nil or value == '' or value == 'null'
+end
+
+-- Member of a ready set: the id zero-padded to 20 digits, so that equal scores (equal
+-- priority) order by id, which is creation order (W-R-1).
 local function queue_member(id)
   return string.format('%020d', tonumber(id))
 end
@@ -29,38 +47,9 @@ local function add_event(id, event_type, now, meta_json)
     event_type .. '","createdAt":' .. int_text(now) .. ',"metadata":' .. (meta_json or 'null') .. '}')
 end
 
--- Takes a job out of every time/ready index (queue, delayed, retry, waiting).
-local function unplace(id)
-  redis.call('ZREM', P .. 'queue', queue_member(id))
-  redis.call('ZREM', P .. 'delayed', id)
-  redis.call('ZREM', P .. 'retry', id)
-  redis.call('ZREM', P .. 'waiting', id)
-end
-
--- Puts a pending job where a claim will find it: `queue` (score -priority) when
--- run_at is due, else `delayed` (score run_at ms).
-local function place_pending(id, priority, run_at, now)
-  redis.call('ZREM', P .. 'queue', queue_member(id))
-  redis.call('ZREM', P .. 'delayed', id)
-  if tonumber(run_at) <= now then
-    redis.call('ZADD', P .. 'queue', 0 - tonumber(priority), queue_member(id))
-  else
-    redis.call('ZADD', P .. 'delayed', run_at, id)
-  end
-end
-
--- Moves a job between status sets and sets its status field.
-local function set_status(id, old, new)
-  if old then
-    redis.call('SREM', P .. 'status:' .. old, id)
-  end
-  redis.call('SADD', P .. 'status:' .. new, id)
-  redis.call('HSET', P .. 'job:' .. id, 'status', new)
-end
-
 -- A JSON text field that may be 'null' or empty, decoded (only for reading ids/tags).
 local function decode_list(text)
-  if text == false or text == nil or text == '' or text == 'null' then
+  if is_null(text) then
     return {}
   end
   local ok, value = pcall(cjson.decode, text)
@@ -68,6 +57,326 @@ local function decode_list(text)
     return {}
   end
   return value
+end
+
+-- Wake-ups: one PUBLISH per job type per script run on `P wakeup` (payload: the type),
+-- received by listening processors (backends/redis/wakeups.py).
+local published = {}
+local function wake(job_type)
+  if not published[job_type] then
+    published[job_type] = true
+    redis.call('PUBLISH', P .. 'wakeup', job_type)
+  end
+end
+
+-- Puts a job into its type's ready queue (whatever its status: pending, failed with a
+-- due retry, or waiting with a due wait) and wakes processors of that type.
+local function make_ready(id)
+  local f = redis.call('HMGET', P .. 'job:' .. id, 'jobType', 'priority')
+  if not f[1] then
+    return
+  end
+  redis.call('ZADD', P .. 'queue:' .. f[1], 0 - (tonumber(f[2]) or 0), queue_member(id))
+  redis.call('SADD', P .. 'queue_types', f[1])
+  wake(f[1])
+end
+
+-- Takes a job out of its ready queue and out of the blocked/group-wait parking places.
+local function unqueue(id)
+  local f = redis.call('HMGET', P .. 'job:' .. id, 'jobType', 'groupId')
+  if f[1] then
+    redis.call('ZREM', P .. 'queue:' .. f[1], queue_member(id))
+  end
+  if not is_null(f[2]) then
+    redis.call('ZREM', P .. 'group_wait:' .. f[2], queue_member(id))
+  end
+  redis.call('SREM', P .. 'blocked', id)
+end
+
+-- Takes a job out of every ready/time index (queues, delayed, retry, waiting, parking).
+local function unplace(id)
+  unqueue(id)
+  redis.call('ZREM', P .. 'delayed', id)
+  redis.call('ZREM', P .. 'retry', id)
+  redis.call('ZREM', P .. 'waiting', id)
+end
+
+-- Puts a pending job where a claim will find it: its ready queue when run_at is due,
+-- else `delayed` (score run_at ms).
+local function place_pending(id, run_at, now)
+  unplace(id)
+  if tonumber(run_at) <= now then
+    make_ready(id)
+  else
+    redis.call('ZADD', P .. 'delayed', run_at, id)
+  end
+end
+
+-- True when a job's dependencies allow it to run (as on PostgreSQL, §2.3): every
+-- prerequisite that still exists is completed, and no other active (pending,
+-- processing, waiting) job has all of its dependsOnTags (`P active_tag:<t>` sets).
+local function dependencies_met(id)
+  local f = redis.call('HMGET', P .. 'job:' .. id, 'dependsOnJobIds', 'dependsOnTags')
+  for _, dep in ipairs(decode_list(f[1])) do
+    local status = redis.call('HGET', P .. 'job:' .. int_text(dep), 'status')
+    if status and status ~= 'completed' then
+      return false
+    end
+  end
+  local tags = decode_list(f[2])
+  if #tags > 0 then
+    local keys = {}
+    for n, tag in ipairs(tags) do
+      keys[n] = P .. 'active_tag:' .. tag
+    end
+    for _, other in ipairs(redis.call('SINTER', unpack(keys))) do
+      if other ~= tostring(id) then
+        return false
+      end
+    end
+  end
+  return true
+end
+
+-- A blocked job whose dependencies may now be met goes back to its ready queue.
+local function recheck_blocked(id)
+  if redis.call('SISMEMBER', P .. 'blocked', id) == 1 and dependencies_met(id) then
+    redis.call('SREM', P .. 'blocked', id)
+    make_ready(id)
+  end
+end
+
+local ACTIVE = {pending = true, processing = true, waiting = true}
+
+-- How many jobs of a group may come back from `P group_wait:<g>` when one leaves
+-- processing: one per freed slot; more when none of the group is processing (a
+-- processor with a larger limit, or none, may take them).
+local GROUP_RETURN_IDLE = 16
+
+local function return_group_waiters(group, count)
+  local key = P .. 'group_wait:' .. group
+  local members = redis.call('ZRANGE', key, 0, count - 1)
+  for _, member in ipairs(members) do
+    redis.call('ZREM', key, member)
+    make_ready(int_text(member))
+  end
+end
+
+-- Moves a job between statuses (`P status:<s>` sets and the status field) and keeps
+-- what depends on the status consistent: the active-tag sets (tag barriers), the
+-- processing count per group (`P group:active`, W-GRP-1), and the jobs that wait for
+-- this one (blocked dependents are re-checked when it completes or stops being active).
+local function set_status(id, old, new)
+  local job_key = P .. 'job:' .. id
+  if old then
+    redis.call('SREM', P .. 'status:' .. old, id)
+  end
+  redis.call('SADD', P .. 'status:' .. new, id)
+  redis.call('HSET', job_key, 'status', new)
+  if old == new then
+    return
+  end
+  local was_active, is_active = ACTIVE[old] or false, ACTIVE[new] or false
+  if was_active ~= is_active then
+    local tags = redis.call('SMEMBERS', job_key .. ':tags')
+    for _, tag in ipairs(tags) do
+      if is_active then
+        redis.call('SADD', P .. 'active_tag:' .. tag, id)
+      else
+        redis.call('SREM', P .. 'active_tag:' .. tag, id)
+      end
+    end
+    if not is_active then
+      for _, tag in ipairs(tags) do
+        for _, dependent in ipairs(redis.call('SMEMBERS', P .. 'tagdep:' .. tag)) do
+          recheck_blocked(dependent)
+        end
+      end
+    end
+  end
+  if old == 'processing' or new == 'processing' then
+    local group = redis.call('HGET', job_key, 'groupId')
+    if not is_null(group) then
+      if new == 'processing' then
+        redis.call('HINCRBY', P .. 'group:active', group, 1)
+      else
+        local left = redis.call('HINCRBY', P .. 'group:active', group, -1)
+        if left <= 0 then
+          redis.call('HDEL', P .. 'group:active', group)
+          return_group_waiters(group, GROUP_RETURN_IDLE)
+        else
+          return_group_waiters(group, 1)
+        end
+      end
+    end
+  end
+  if new == 'completed' then
+    for _, dependent in ipairs(redis.call('SMEMBERS', P .. 'dep:' .. id)) do
+      recheck_blocked(dependent)
+    end
+  end
+end
+
+-- A job that will never run again (completed or cancelled) leaves the dependent sets
+-- of its prerequisites (`P dep:<id>`, `P tagdep:<tag>`).
+local function forget_prerequisites(id)
+  local f = redis.call('HMGET', P .. 'job:' .. id, 'dependsOnJobIds', 'dependsOnTags')
+  for _, dep in ipairs(decode_list(f[1])) do
+    redis.call('SREM', P .. 'dep:' .. int_text(dep), id)
+  end
+  for _, tag in ipairs(decode_list(f[2])) do
+    redis.call('SREM', P .. 'tagdep:' .. tag, id)
+  end
+end
+
+-- Writes a new pending job and its `added` event. `job` is a batch row (see
+-- add_jobs.lua's header) whose dependency ids are final; returns the new id (text).
+local function insert_job(job, deps, now)
+  local id = redis.call('INCR', P .. 'id_seq')
+  local id_text = int_text(id)
+  local now_text = int_text(now)
+  local deps_json = 'null'
+  if #deps > 0 then
+    deps_json = '[' .. table.concat(deps, ',') .. ']'
+  end
+  local run_at = now_text
+  if job[5] ~= '' then
+    run_at = job[5]
+  end
+  local key = job[10]
+  local key_value = 'null'
+  if key ~= '' then
+    key_value = key
+  end
+  local job_key = P .. 'job:' .. id_text
+  redis.call('HSET', job_key,
+    'id', id_text, 'jobType', job[1], 'payload', job[2], 'status', 'pending',
+    'maxAttempts', job[3], 'attempts', '0', 'priority', job[4], 'runAt', run_at,
+    'timeoutMs', job[6], 'forceKillOnTimeout', job[7],
+    'createdAt', now_text, 'updatedAt', now_text, 'lockedAt', 'null', 'lockedBy', 'null',
+    'nextAttemptAt', 'null', 'pendingReason', 'null', 'errorHistory', '[]',
+    'failureReason', 'null', 'completedAt', 'null', 'startedAt', 'null',
+    'lastRetriedAt', 'null', 'lastFailedAt', 'null', 'lastCancelledAt', 'null',
+    'tags', job[8], 'idempotencyKey', key_value, 'waitUntil', 'null', 'waitTokenId', 'null',
+    'stepData', '{}', 'retryDelay', job[11], 'retryBackoff', job[12],
+    'retryDelayMax', job[13], 'deadLetterJobType', job[14], 'deadLetteredAt', 'null',
+    'deadLetterJobId', 'null', 'groupId', job[15], 'groupTier', job[16],
+    'dependsOnJobIds', deps_json, 'dependsOnTags', job[18])
+  redis.call('SADD', P .. 'status:pending', id_text)
+  redis.call('SADD', P .. 'type:' .. job[1], id_text)
+  for _, tag in ipairs(job[9]) do
+    redis.call('SADD', P .. 'tag:' .. tag, id_text)
+    redis.call('SADD', P .. 'active_tag:' .. tag, id_text)
+    redis.call('SADD', job_key .. ':tags', tag)
+  end
+  for _, dep in ipairs(deps) do
+    redis.call('SADD', P .. 'dep:' .. dep, id_text)
+  end
+  for _, tag in ipairs(job[19]) do
+    redis.call('SADD', P .. 'tagdep:' .. tag, id_text)
+  end
+  if key ~= '' then
+    redis.call('SET', P .. 'idempotency:' .. key, id_text)
+  end
+  redis.call('ZADD', P .. 'all', now_text, id_text)
+  if tonumber(run_at) <= now then
+    make_ready(id_text)
+  else
+    redis.call('ZADD', P .. 'delayed', run_at, id_text)
+  end
+  local meta = job[20]
+  if #deps > 0 or job[18] ~= 'null' then
+    local parts = {}
+    if #deps > 0 then
+      table.insert(parts, '"jobIds":' .. deps_json)
+    end
+    if job[18] ~= 'null' then
+      table.insert(parts, '"tags":' .. job[18])
+    end
+    meta = meta .. ',"dependsOn":{' .. table.concat(parts, ',') .. '}'
+  end
+  add_event(id_text, 'added', now, meta .. '}')
+  return id_text
+end
+
+-- Cancels one pending or waiting job (status `status`): status cancelled, updatedAt and
+-- lastCancelledAt now, wait fields cleared, out of every index, a `cancelled` event.
+-- `reason` (JSON text) is the pendingReason and event metadata of a cascade, or nil.
+local function cancel_one(id, status, reason, now)
+  local job_key = P .. 'job:' .. id
+  local now_text = int_text(now)
+  redis.call('HSET', job_key, 'updatedAt', now_text, 'lastCancelledAt', now_text,
+    'waitUntil', 'null', 'waitTokenId', 'null')
+  unplace(id)
+  set_status(id, status, 'cancelled')
+  forget_prerequisites(id)
+  if reason then
+    redis.call('HSET', job_key, 'pendingReason', reason)
+    add_event(id, 'cancelled', now, reason)
+  else
+    add_event(id, 'cancelled', now, nil)
+  end
+end
+
+-- Jobs that wait for `id`: by id (`P dep:<id>`), or by a tag barrier its tags satisfy
+-- (`P tagdep:<tag>` of each of its tags, then the candidate's dependsOnTags).
+local function dependents(id)
+  local found = redis.call('SMEMBERS', P .. 'dep:' .. id)
+  local tags = redis.call('SMEMBERS', P .. 'job:' .. id .. ':tags')
+  if #tags == 0 then
+    return found
+  end
+  local has = {}
+  for _, tag in ipairs(tags) do
+    has[tag] = true
+  end
+  local candidates = {}
+  for _, tag in ipairs(tags) do
+    for _, candidate in ipairs(redis.call('SMEMBERS', P .. 'tagdep:' .. tag)) do
+      candidates[candidate] = true
+    end
+  end
+  for candidate in pairs(candidates) do
+    local wanted = decode_list(redis.call('HGET', P .. 'job:' .. candidate, 'dependsOnTags'))
+    local satisfied = #wanted > 0
+    for _, tag in ipairs(wanted) do
+      if not has[tag] then
+        satisfied = false
+      end
+    end
+    if satisfied then
+      table.insert(found, candidate)
+    end
+  end
+  return found
+end
+
+-- Cancels, transitively, the pending and waiting dependents of `seeds` (ids of jobs
+-- cancelled or failed for good), with pendingReason and event metadata
+-- {rootJobId, dependencyCascade: true}; the root is the smallest seed reaching a job.
+local function cascade(seeds, now)
+  table.sort(seeds, function(a, b) return tonumber(a) < tonumber(b) end)
+  local visited = {}
+  for _, seed in ipairs(seeds) do
+    local reason = '{"rootJobId": ' .. int_text(seed) .. ', "dependencyCascade": true}'
+    local frontier = {int_text(seed)}
+    while #frontier > 0 do
+      local next_frontier = {}
+      for _, source in ipairs(frontier) do
+        for _, id in ipairs(dependents(source)) do
+          if not visited[id] and id ~= source then
+            local status = redis.call('HGET', P .. 'job:' .. id, 'status')
+            if status == 'pending' or status == 'waiting' then
+              visited[id] = true
+              cancel_one(id, status, reason, now)
+              table.insert(next_frontier, id)
+            end
+          end
+        end
+      end
+      frontier = next_frontier
+    end
+  end
 end
 
 -- Ids ordered newest first (createdAt DESC, then id DESC) from {score, id} pairs in
@@ -90,4 +399,32 @@ local function newest_first(rows)
     i = j
   end
   return out
+end
+
+-- Epoch milliseconds as ISO-8601 UTC text with milliseconds ('2026-11-30T04:45:25.123Z'),
+-- the timestamp format of errorHistory entries.
+local function iso_ms(ms)
+  local seconds = math.floor(ms / 1000)
+  local millis = ms - seconds * 1000
+  local days = math.floor(seconds / 86400)
+  local rest = seconds - days * 86400
+  -- Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp + 3
+  if mp >= 10 then
+    month = mp - 9
+  end
+  local year = yoe + era * 400
+  if month <= 2 then
+    year = year + 1
+  end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', year, month, day,
+    math.floor(rest / 3600), math.floor(rest % 3600 / 60), rest % 60, millis)
 end

@@ -62,16 +62,12 @@ end
 
 -- Pass 2: write.
 local ids = {}
-local now_text = int_text(now)
 for i, job in ipairs(jobs) do
   if kind[i] == 'existing' then
     ids[i] = tonumber(ref[i])
   elseif kind[i] == 'dup' then
     ids[i] = ids[ref[i]]
   else
-    local id = redis.call('INCR', P .. 'id_seq')
-    ids[i] = id
-    local id_text = int_text(id)
     local deps = {}
     for n, dep in ipairs(job[17]) do
       if dep < 0 then
@@ -80,62 +76,7 @@ for i, job in ipairs(jobs) do
         deps[n] = int_text(dep)
       end
     end
-    local deps_json = 'null'
-    if #deps > 0 then
-      deps_json = '[' .. table.concat(deps, ',') .. ']'
-    end
-    local run_at = now_text
-    if job[5] ~= '' then
-      run_at = job[5]
-    end
-    local key = job[10]
-    local key_value = 'null'
-    if key ~= '' then
-      key_value = key
-    end
-    local job_key = P .. 'job:' .. id_text
-    redis.call('HSET', job_key,
-      'id', id_text, 'jobType', job[1], 'payload', job[2], 'status', 'pending',
-      'maxAttempts', job[3], 'attempts', '0', 'priority', job[4], 'runAt', run_at,
-      'timeoutMs', job[6], 'forceKillOnTimeout', job[7],
-      'createdAt', now_text, 'updatedAt', now_text, 'lockedAt', 'null', 'lockedBy', 'null',
-      'nextAttemptAt', 'null', 'pendingReason', 'null', 'errorHistory', '[]',
-      'failureReason', 'null', 'completedAt', 'null', 'startedAt', 'null',
-      'lastRetriedAt', 'null', 'lastFailedAt', 'null', 'lastCancelledAt', 'null',
-      'tags', job[8], 'idempotencyKey', key_value, 'waitUntil', 'null', 'waitTokenId', 'null',
-      'stepData', '{}', 'retryDelay', job[11], 'retryBackoff', job[12],
-      'retryDelayMax', job[13], 'deadLetterJobType', job[14], 'deadLetteredAt', 'null',
-      'deadLetterJobId', 'null', 'groupId', job[15], 'groupTier', job[16],
-      'dependsOnJobIds', deps_json, 'dependsOnTags', job[18])
-    redis.call('SADD', P .. 'status:pending', id_text)
-    redis.call('SADD', P .. 'type:' .. job[1], id_text)
-    for _, tag in ipairs(job[9]) do
-      redis.call('SADD', P .. 'tag:' .. tag, id_text)
-      redis.call('SADD', job_key .. ':tags', tag)
-    end
-    for _, dep in ipairs(deps) do
-      redis.call('SADD', P .. 'dep:' .. dep, id_text)
-    end
-    for _, tag in ipairs(job[19]) do
-      redis.call('SADD', P .. 'tagdep:' .. tag, id_text)
-    end
-    if key ~= '' then
-      redis.call('SET', P .. 'idempotency:' .. key, id_text)
-    end
-    redis.call('ZADD', P .. 'all', now_text, id_text)
-    place_pending(id_text, job[4], run_at, now)
-    local meta = job[20]
-    if #deps > 0 or job[18] ~= 'null' then
-      local parts = {}
-      if #deps > 0 then
-        table.insert(parts, '"jobIds":' .. deps_json)
-      end
-      if job[18] ~= 'null' then
-        table.insert(parts, '"tags":' .. job[18])
-      end
-      meta = meta .. ',"dependsOn":{' .. table.concat(parts, ',') .. '}'
-    end
-    add_event(id_text, 'added', now, meta .. '}')
+    ids[i] = tonumber(insert_job(job, deps, now))
   end
 end
 local reply = {0}

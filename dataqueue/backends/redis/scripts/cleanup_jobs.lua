@@ -25,6 +25,7 @@ for _, id in ipairs(scan[2]) do
   elseif tonumber(f[2]) and tonumber(f[2]) < cutoff then
     for _, tag in ipairs(redis.call('SMEMBERS', job_key .. ':tags')) do
       redis.call('SREM', P .. 'tag:' .. tag, id)
+      redis.call('SREM', P .. 'active_tag:' .. tag, id)
     end
     for _, dep in ipairs(decode_list(f[5])) do
       redis.call('SREM', P .. 'dep:' .. int_text(dep), id)

@@ -10,7 +10,7 @@
 --
 -- Jobs that are not pending are left alone (no event, W-EV-3). A change of runAt or
 -- priority takes effect at once: the job moves between `P queue` and `P delayed`
--- (W-R-2). Tags move between `P tag:<t>` sets and `P job:<id>:tags`.
+-- (W-R-2). Tags move between `P tag:<t>`/`P active_tag:<t>` sets and `P job:<id>:tags`.
 -- Returns the number of jobs changed.
 
 local meta = ARGV[1]
@@ -51,18 +51,26 @@ for k = pos, #ARGV do
   if redis.call('HGET', job_key, 'status') == 'pending' then
     redis.call('HSET', job_key, unpack(fields))
     if set_tags then
-      for _, tag in ipairs(redis.call('SMEMBERS', job_key .. ':tags')) do
+      local old_tags = redis.call('SMEMBERS', job_key .. ':tags')
+      for _, tag in ipairs(old_tags) do
         redis.call('SREM', P .. 'tag:' .. tag, id)
+        redis.call('SREM', P .. 'active_tag:' .. tag, id)
       end
       redis.call('DEL', job_key .. ':tags')
       for _, tag in ipairs(new_tags) do
         redis.call('SADD', P .. 'tag:' .. tag, id)
+        redis.call('SADD', P .. 'active_tag:' .. tag, id)
         redis.call('SADD', job_key .. ':tags', tag)
+      end
+      -- A tag it no longer has may have been the last barrier of a blocked job.
+      for _, tag in ipairs(old_tags) do
+        for _, dependent in ipairs(redis.call('SMEMBERS', P .. 'tagdep:' .. tag)) do
+          recheck_blocked(dependent)
+        end
       end
     end
     if replaces_place then
-      local placed = redis.call('HMGET', job_key, 'priority', 'runAt')
-      place_pending(id, placed[1], placed[2], now)
+      place_pending(id, redis.call('HGET', job_key, 'runAt'), now)
     end
     add_event(id, 'edited', now, meta)
     changed = changed + 1

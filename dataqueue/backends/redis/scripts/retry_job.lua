@@ -15,7 +15,7 @@ if status ~= 'failed' and status ~= 'processing' then
 end
 local now = now_ms()
 local now_text = int_text(now)
-local fields = redis.call('HMGET', job_key, 'attempts', 'maxAttempts', 'priority', 'runAt')
+local fields = redis.call('HMGET', job_key, 'attempts', 'maxAttempts', 'runAt')
 local attempts = tonumber(fields[1]) or 0
 local max_attempts = tonumber(fields[2]) or 3
 if attempts + 1 > max_attempts then
@@ -24,7 +24,6 @@ end
 redis.call('HSET', job_key, 'updatedAt', now_text, 'lockedAt', 'null', 'lockedBy', 'null',
   'nextAttemptAt', now_text, 'lastRetriedAt', now_text, 'maxAttempts', int_text(max_attempts))
 set_status(id, status, 'pending')
-unplace(id)
-place_pending(id, fields[3], fields[4], now)
+place_pending(id, fields[3], now)
 add_event(id, 'retried', now, nil)
 return 1

@@ -1,0 +1,238 @@
+-- advance: complete a worker's finished jobs and claim the next ones, atomically.
+--
+-- KEYS[1]  key prefix P
+-- ARGV[1]  worker id
+-- ARGV[2]  claim limit (0: complete only)
+-- ARGV[3]  group limit (0: none)
+-- ARGV[4]  '*' (every job type) or 'types'
+-- ARGV[5]  n, the number of job types that follow (with 'types')
+-- ARGV[6 .. 5+n]  job types
+-- then: m, the number of completions, then m triples: job id, '1'|'0' (output given),
+--       output JSON ('' when not given: the stored output is kept)
+--
+-- Completion (as on PostgreSQL, only of a job this worker holds: status processing and
+-- lockedBy = worker): status completed, completedAt/updatedAt now, stepData, waitUntil
+-- and waitTokenId cleared, locks kept, a `completed` event; blocked dependents are
+-- re-checked.
+--
+-- Claim: first the due entries of `P delayed`, `P retry` and `P waiting` move to their
+-- ready queues (up to PROMOTE each per call, earliest first). Then the heads of the
+-- ready queues of the wanted types are merged in claim order (priority DESC, then id,
+-- which is creation order) and taken one by one. A head that cannot be claimed leaves
+-- the queue for where it belongs, so no later claim looks at it again:
+--   no longer pending/failed/waiting  dropped (a stale entry);
+--   attempts >= maxAttempts           dropped (stays pending, as on PostgreSQL, until
+--                                     retry_job or an edit of maxAttempts);
+--   not due (runAt, nextAttemptAt, waitUntil in the future, or a token wait)
+--                                     back to delayed/retry/waiting, or nowhere;
+--   dependencies unmet                `P blocked`, until a prerequisite completes or a
+--                                     tag-barrier job stops being active;
+--   group at the limit                `P group_wait:<group>`, until a job of the group
+--                                     leaves processing.
+-- A claimed job: status processing, lockedAt/updatedAt now, lockedBy worker,
+-- pendingReason and waitUntil cleared, startedAt set if unset, attempts + 1 and
+-- lastRetriedAt now if it had attempts (not for a job resumed from waiting: a wait is
+-- not an attempt), a `processing` event.
+--
+-- Returns {c, completed ids (c of them), then per claimed job 13 values: id, jobType,
+-- payload, attempts, maxAttempts, timeoutMs, forceKillOnTimeout, retryDelay,
+-- retryBackoff, retryDelayMax, stepData, groupId, resumed ('1'|'0')}.
+
+local PROMOTE = 1000
+
+local worker = ARGV[1]
+local limit = tonumber(ARGV[2])
+local group_limit = tonumber(ARGV[3])
+local all_types = ARGV[4] == '*'
+local n_types = tonumber(ARGV[5])
+local types = {}
+for k = 1, n_types do
+  types[k] = ARGV[5 + k]
+end
+local pos = 6 + n_types
+local now = now_ms()
+local now_text = int_text(now)
+
+-- Completions.
+local completed = {}
+local m = tonumber(ARGV[pos])
+for k = 0, m - 1 do
+  local id = ARGV[pos + 1 + 3 * k]
+  local job_key = P .. 'job:' .. id
+  local f = redis.call('HMGET', job_key, 'status', 'lockedBy')
+  if f[1] == 'processing' and f[2] == worker then
+    redis.call('HSET', job_key, 'updatedAt', now_text, 'completedAt', now_text,
+      'stepData', 'null', 'waitUntil', 'null', 'waitTokenId', 'null')
+    if ARGV[pos + 2 + 3 * k] == '1' then
+      redis.call('HSET', job_key, 'output', ARGV[pos + 3 + 3 * k])
+    end
+    set_status(id, 'processing', 'completed')
+    forget_prerequisites(id)
+    add_event(id, 'completed', now, nil)
+    table.insert(completed, id)
+  end
+end
+
+local reply = {#completed}
+for _, id in ipairs(completed) do
+  table.insert(reply, id)
+end
+if limit <= 0 then
+  return reply
+end
+
+-- Promotion of due time-based entries.
+local function promote(key)
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, PROMOTE)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', key, id)
+    make_ready(id)
+  end
+end
+promote(P .. 'delayed')
+promote(P .. 'retry')
+promote(P .. 'waiting')
+
+if all_types then
+  types = redis.call('SMEMBERS', P .. 'queue_types')
+end
+
+-- What to do with a ready-queue head: 'claim', or 'moved' (it left the queue).
+local function examine(id, job_key, f)
+  local status = f[1]
+  if status ~= 'pending' and status ~= 'failed' and status ~= 'waiting' then
+    return 'moved'
+  end
+  if status == 'waiting' then
+    if not is_null(f[7]) then
+      return 'moved'  -- waiting on a token: its completion makes it due again
+    end
+    if is_null(f[8]) or tonumber(f[8]) > now then
+      if not is_null(f[8]) then
+        redis.call('ZADD', P .. 'waiting', f[8], id)
+      end
+      return 'moved'
+    end
+  else
+    if tonumber(f[2]) >= tonumber(f[3]) then
+      return 'moved'
+    end
+    if tonumber(f[4]) > now then
+      if status == 'pending' then
+        redis.call('ZADD', P .. 'delayed', f[4], id)
+      else
+        redis.call('ZADD', P .. 'retry', f[4], id)  -- due again once runAt has passed
+      end
+      return 'moved'
+    end
+    if status == 'failed' then
+      if is_null(f[5]) then
+        return 'moved'  -- failed for good
+      end
+      if tonumber(f[5]) > now then
+        redis.call('ZADD', P .. 'retry', f[5], id)
+        return 'moved'
+      end
+    end
+  end
+  if not dependencies_met(id) then
+    redis.call('SADD', P .. 'blocked', id)
+    return 'moved'
+  end
+  if group_limit > 0 and not is_null(f[6]) then
+    local active = tonumber(redis.call('HGET', P .. 'group:active', f[6]) or '0')
+    if active >= group_limit then
+      redis.call('ZADD', P .. 'group_wait:' .. f[6], 0 - (tonumber(f[9]) or 0), queue_member(id))
+      return 'moved'
+    end
+  end
+  return 'claim'
+end
+
+local function claim(id, job_key, f)
+  local status = f[1]
+  local resumed = status == 'waiting'
+  local attempts = tonumber(f[2])
+  local fields = {'lockedAt', now_text, 'lockedBy', worker, 'updatedAt', now_text,
+    'pendingReason', 'null', 'waitUntil', 'null'}
+  if not resumed then
+    if attempts > 0 then
+      table.insert(fields, 'lastRetriedAt')
+      table.insert(fields, now_text)
+    end
+    attempts = attempts + 1
+    table.insert(fields, 'attempts')
+    table.insert(fields, int_text(attempts))
+  end
+  if is_null(f[10]) then
+    table.insert(fields, 'startedAt')
+    table.insert(fields, now_text)
+  end
+  redis.call('HSET', job_key, unpack(fields))
+  set_status(id, status, 'processing')
+  add_event(id, 'processing', now, nil)
+  local c = redis.call('HMGET', job_key, 'jobType', 'payload', 'maxAttempts', 'timeoutMs',
+    'forceKillOnTimeout', 'retryDelay', 'retryBackoff', 'retryDelayMax', 'stepData', 'groupId')
+  local resumed_flag = '0'
+  if resumed then
+    resumed_flag = '1'
+  end
+  for _, value in ipairs({id, c[1], c[2], int_text(attempts), c[3], c[4], c[5], c[6], c[7],
+      c[8], c[9], c[10], resumed_flag}) do
+    table.insert(reply, value)
+  end
+end
+
+local claimed = 0
+local exhausted_types = {}
+while claimed < limit do
+  local want = limit - claimed
+  local heads = {}
+  local last_of_full = {}
+  for _, job_type in ipairs(types) do
+    if not exhausted_types[job_type] then
+      local key = P .. 'queue:' .. job_type
+      local rows = redis.call('ZRANGE', key, 0, want - 1, 'WITHSCORES')
+      if #rows == 0 then
+        exhausted_types[job_type] = true
+        if all_types then
+          redis.call('SREM', P .. 'queue_types', job_type)
+        end
+      else
+        for r = 1, #rows, 2 do
+          table.insert(heads, {tonumber(rows[r + 1]), rows[r], key})
+        end
+        if #rows / 2 == want then
+          last_of_full[rows[#rows - 1]] = true
+        end
+      end
+    end
+  end
+  if #heads == 0 then
+    break
+  end
+  table.sort(heads, function(a, b)
+    if a[1] ~= b[1] then
+      return a[1] < b[1]
+    end
+    return a[2] < b[2]
+  end)
+  for _, head in ipairs(heads) do
+    local member, key = head[2], head[3]
+    local id = int_text(member)
+    local job_key = P .. 'job:' .. id
+    redis.call('ZREM', key, member)
+    local f = redis.call('HMGET', job_key, 'status', 'attempts', 'maxAttempts', 'runAt',
+      'nextAttemptAt', 'groupId', 'waitTokenId', 'waitUntil', 'priority', 'startedAt')
+    if examine(id, job_key, f) == 'claim' then
+      claim(id, job_key, f)
+      claimed = claimed + 1
+    end
+    -- Stop at the limit, and after the last fetched head of a queue that may hold more
+    -- (its next entry could come before the other queues' remaining heads).
+    if claimed >= limit or last_of_full[member] then
+      break
+    end
+  end
+end
+return reply
