@@ -112,13 +112,6 @@ def test_add_jobs_with_empty_list_does_not_touch_redis() -> None:
     queue.close()
 
 
-def test_processing_methods_say_they_are_not_implemented(redis_queue: dq.JobQueue) -> None:
-    with pytest.raises(dq.UnsupportedOperationError, match="not implemented on the Redis"):
-        redis_queue.create_token()
-    with pytest.raises(dq.UnsupportedOperationError, match="add_cron_schedule"):
-        redis_queue.add_cron_job("s", "* * * * *", "t", {})
-
-
 # -- key layout and encoding ------------------------------------------------------------
 
 
