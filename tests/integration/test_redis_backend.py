@@ -327,7 +327,8 @@ def test_cleanup_of_jobs_leaves_no_keys_or_memberships_behind(
     for n in (prerequisite, job_id):
         force_job(redis_queue, n, status="completed", updated_days_ago=40)
     assert redis_queue.cleanup_old_jobs(30) == 2
-    left = _keys(redis_client, redis_prefix) - before
+    # Left: counters, the set of job types, and the replies kept 60 s for retries.
+    left = {k for k in _keys(redis_client, redis_prefix) - before if ":call:" not in k}
     assert left == {redis_prefix + k for k in ("id_seq", "event_id_seq", "queue_types")}
     # The key is free again.
     assert redis_queue.add_job("a", {}, idempotency_key="k") not in (prerequisite, job_id)

@@ -55,7 +55,10 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Iterable, Sequence
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -106,6 +109,29 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[start : start + _CHUNK]
 
 
+#: Pauses before the retries of a command whose connection was lost (then it raises).
+_RETRY_PAUSES = (0.0, 0.05, 0.25, 1.0)
+
+
+def retrying(call: Callable[[], Any]) -> Any:
+    """``call()``, again after a lost connection or a timeout, up to 4 more times.
+
+    A connection the server closed (``CLIENT KILL``, a restart, an idle timeout) fails
+    the next command sent on it; redis-py then drops that connection, and the retry
+    runs on a new one. Other errors (a script error, a refused write) are raised at
+    once.
+    """
+    import redis
+
+    for pause in _RETRY_PAUSES:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            logger.debug("Redis connection lost (%s); retrying in %.2f s", exc, pause)
+            time.sleep(pause)
+    return call()
+
+
 def _run_at_matches(run_at_ms: int, ops: Sequence[tuple[str, dt.datetime]]) -> bool:
     for op, when in ops:
         bound = codec.to_ms(when)
@@ -134,9 +160,29 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
         self.keys = Keys(prefix)
         self._owns_client = owns_client
         self._scripts = scripts.load(client)
+        self._process_token = uuid.uuid4().hex
 
     def _run(self, name: str, *args: Any) -> Any:
-        return self._scripts[name](keys=[self.prefix], args=list(args))
+        """Run script ``name``; retried after a lost connection (see :func:`retrying`).
+
+        Only for scripts that are harmless to run twice (reads, and changes guarded by
+        the state they expect). Scripts that are not go through :meth:`_run_once`.
+        """
+        script = self._scripts[name]
+        return retrying(lambda: script(keys=[self.prefix], args=list(args)))
+
+    def _run_once(self, name: str, *args: Any) -> Any:
+        """Run a script whose effect must happen once although a lost reply is retried.
+
+        The script receives ``ARGV[1]`` a caller id (this process and thread) and
+        ``ARGV[2]`` a token for this call before ``args``; it keeps its reply under
+        ``P call:<caller>`` (60 s) and, called again with the same token, returns that
+        reply instead of acting again.
+        """
+        script = self._scripts[name]
+        caller = f"{self._process_token}:{threading.get_ident()}"
+        token = uuid.uuid4().hex
+        return retrying(lambda: script(keys=[self.prefix], args=[caller, token, *args]))
 
     # -- enqueue --------------------------------------------------------------------
 
@@ -146,7 +192,7 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
         if count == 0:
             return []
         batch = list(jobs)  # validated whole before anything is sent
-        reply = self._run("add_jobs", codec.encode_batch(batch))
+        reply = self._run_once("add_jobs", codec.encode_batch(batch))
         values = [int(v) for v in reply[1:]]
         if int(reply[0]) == 1:
             raise JobDependencyError(
@@ -322,14 +368,14 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
     def edit_job(self, job_id: int, updates: dict[str, Any]) -> bool:
         if not updates:
             return False
-        return bool(self._run("edit_jobs", *codec.edit_arguments(updates), job_id))
+        return bool(self._run_once("edit_jobs", *codec.edit_arguments(updates), job_id))
 
     def edit_pending_jobs(self, filters: JobFilter, updates: dict[str, Any]) -> int:
         if not updates:
             return 0
         arguments = codec.edit_arguments(updates)
         return sum(
-            int(self._run("edit_jobs", *arguments, *chunk))
+            int(self._run_once("edit_jobs", *arguments, *chunk))
             for chunk in _chunks(sorted(self._select(_pending(filters))))
         )
 
@@ -479,6 +525,7 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
         return isinstance(error, UnicodeError) or isinstance(error.__cause__, UnicodeError)
 
     def reset_after_fork(self) -> None:
+        self._process_token = uuid.uuid4().hex
         # Forget (never close) the parent's sockets; redis-py also does this by itself
         # when it notices the pid changed.
         self.client.connection_pool.reset()

@@ -1,7 +1,9 @@
 -- add_jobs: insert a batch of jobs with one `added` event each, all or nothing.
 --
 -- KEYS[1]  key prefix P
--- ARGV[1]  JSON array of jobs, each an array of 20 entries (codec.batch_row):
+-- ARGV[1]  caller id, ARGV[2] call token: a retried call (same token) returns the first
+--          call's reply without writing again
+-- ARGV[3]  JSON array of jobs, each an array of 20 entries (codec.batch_row):
 --    1 jobType            2 payload (JSON text)     3 maxAttempts       4 priority
 --    5 runAt ms or ''     6 timeoutMs or 'null'     7 forceKillOnTimeout 'true'|'false'
 --    8 tags JSON or 'null'   9 tag list             10 idempotencyKey or ''
@@ -16,7 +18,30 @@
 -- the batch) gets that job's id and writes nothing (no second `added` event).
 -- Ids are INCR'd in input order, in the script that stamps createdAt.
 
-local jobs = cjson.decode(ARGV[1])
+-- A reply kept for a retry of the same call (see RedisBackend._run_once): `P call:<caller>`
+-- holds '<token>|<reply text>' for 60 s.
+local CALLER, CALL_TOKEN = ARGV[1], ARGV[2]
+local function previous_reply()
+  local kept = redis.call('GET', P .. 'call:' .. CALLER)
+  if kept and string.sub(kept, 1, #CALL_TOKEN + 1) == CALL_TOKEN .. '|' then
+    return string.sub(kept, #CALL_TOKEN + 2)
+  end
+  return nil
+end
+local function keep_reply(text)
+  redis.call('SET', P .. 'call:' .. CALLER, CALL_TOKEN .. '|' .. text, 'EX', 60)
+end
+
+local kept = previous_reply()
+if kept then
+  local reply = {}
+  for value in string.gmatch(kept, '[^,]+') do
+    table.insert(reply, tonumber(value))
+  end
+  return reply
+end
+
+local jobs = cjson.decode(ARGV[3])
 local now = now_ms()
 
 -- Pass 1, read only: resolve keys, check prerequisites.
@@ -83,4 +108,9 @@ local reply = {0}
 for _, id in ipairs(ids) do
   table.insert(reply, id)
 end
+local texts = {}
+for n, value in ipairs(reply) do
+  texts[n] = int_text(value)
+end
+keep_reply(table.concat(texts, ','))
 return reply

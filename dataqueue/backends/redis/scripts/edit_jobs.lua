@@ -1,6 +1,8 @@
 -- edit_jobs: apply the same field updates to pending jobs, one `edited` event each.
 --
 -- KEYS[1]  key prefix P
+-- (ARGV[1] caller id and ARGV[2] call token come first: a retried call returns the
+-- first call's count without changing anything again; the numbers below follow them)
 -- ARGV[1]  metadata JSON of the `edited` event (built by the client)
 -- ARGV[2]  n, the number of hash field/value pairs that follow
 -- ARGV[3 .. 2+2n]  field, value, ... (encoded as in the job hash; runAt '' means now)
@@ -13,16 +15,38 @@
 -- (W-R-2). Tags move between `P tag:<t>`/`P active_tag:<t>` sets and `P job:<id>:tags`.
 -- Returns the number of jobs changed.
 
-local meta = ARGV[1]
-local n = tonumber(ARGV[2])
+-- A reply kept for a retry of the same call (see RedisBackend._run_once): `P call:<caller>`
+-- holds '<token>|<reply text>' for 60 s.
+local CALLER, CALL_TOKEN = ARGV[1], ARGV[2]
+local function previous_reply()
+  local kept = redis.call('GET', P .. 'call:' .. CALLER)
+  if kept and string.sub(kept, 1, #CALL_TOKEN + 1) == CALL_TOKEN .. '|' then
+    return string.sub(kept, #CALL_TOKEN + 2)
+  end
+  return nil
+end
+local function keep_reply(text)
+  redis.call('SET', P .. 'call:' .. CALLER, CALL_TOKEN .. '|' .. text, 'EX', 60)
+end
+local kept = previous_reply()
+if kept then
+  return tonumber(kept)
+end
+local A = {}
+for k = 3, #ARGV do
+  A[k - 2] = ARGV[k]
+end
+
+local meta = A[1]
+local n = tonumber(A[2])
 local pos = 3 + 2 * n
-local set_tags = ARGV[pos] == 'set'
+local set_tags = A[pos] == 'set'
 local new_tags = {}
 pos = pos + 1
 if set_tags then
-  local m = tonumber(ARGV[pos])
+  local m = tonumber(A[pos])
   for k = 1, m do
-    new_tags[k] = ARGV[pos + k]
+    new_tags[k] = A[pos + k]
   end
   pos = pos + m + 1
 end
@@ -31,7 +55,7 @@ local now_text = int_text(now)
 local replaces_place = false
 local fields = {}
 for k = 0, n - 1 do
-  local field, value = ARGV[3 + 2 * k], ARGV[4 + 2 * k]
+  local field, value = A[3 + 2 * k], A[4 + 2 * k]
   if field == 'runAt' and value == '' then
     value = now_text
   end
@@ -45,8 +69,8 @@ table.insert(fields, 'updatedAt')
 table.insert(fields, now_text)
 
 local changed = 0
-for k = pos, #ARGV do
-  local id = ARGV[k]
+for k = pos, #A do
+  local id = A[k]
   local job_key = P .. 'job:' .. id
   if redis.call('HGET', job_key, 'status') == 'pending' then
     redis.call('HSET', job_key, unpack(fields))
@@ -76,4 +100,5 @@ for k = pos, #ARGV do
     changed = changed + 1
   end
 end
+keep_reply(int_text(changed))
 return changed
