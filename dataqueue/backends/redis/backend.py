@@ -76,7 +76,7 @@ from dataqueue.backends.redis.keys import Keys
 from dataqueue.backends.redis.tokens import RedisTokens
 from dataqueue.backends.redis.wakeups import RedisWakeups
 from dataqueue.enums import JobStatus, TagMatch
-from dataqueue.errors import JobDependencyError, UnsupportedOperationError
+from dataqueue.errors import ConfigurationError, JobDependencyError, UnsupportedOperationError
 from dataqueue.records import JobEvent, JobRecord
 from dataqueue.validation import JobFilter, NewJob
 
@@ -159,6 +159,11 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
         self.prefix = prefix
         self.keys = Keys(prefix)
         self._owns_client = owns_client
+        if _is_cluster(client) and not _has_hash_tag(prefix):
+            raise ConfigurationError(
+                f"key_prefix {prefix!r} has no hash tag: with Redis Cluster every key of a "
+                "queue must live in one slot, so use a prefix such as '{dq}:'"
+            )
         self._scripts = scripts.load(client)
         self._process_token = uuid.uuid4().hex
 
@@ -527,13 +532,34 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
     def reset_after_fork(self) -> None:
         self._process_token = uuid.uuid4().hex
         # Forget (never close) the parent's sockets; redis-py also does this by itself
-        # when it notices the pid changed.
-        self.client.connection_pool.reset()
+        # when it notices the pid changed (a cluster client keeps one pool per node).
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            pool.reset()
 
     def close(self) -> None:
         if self._owns_client:
             self.client.close()
-            self.client.connection_pool.disconnect()
+            pool = getattr(self.client, "connection_pool", None)
+            if pool is not None:
+                pool.disconnect()
+
+
+def _is_cluster(client: Any) -> bool:
+    """True for a redis-py ``RedisCluster`` client."""
+    try:
+        from redis.cluster import RedisCluster
+    except ImportError:  # pragma: no cover - every supported redis-py has it
+        return False
+    return isinstance(client, RedisCluster)
+
+
+def _has_hash_tag(prefix: str) -> bool:
+    """True when ``prefix`` holds a non-empty ``{...}`` hash tag (Redis Cluster's rule:
+    the first ``{`` with a later ``}`` and something between them)."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1)
+    return start != -1 and end > start + 1
 
 
 def _pending(filters: JobFilter) -> JobFilter:
