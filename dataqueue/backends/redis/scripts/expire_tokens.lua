@@ -1,0 +1,76 @@
+-- expire_tokens: time out waiting tokens whose timeout has passed, resume their waiters.
+--
+-- KEYS[1]  key prefix P
+-- ARGV[1]  caller id, ARGV[2] call token: a retried call (same token) returns the first
+--          call's reply (RedisBackend._run_once), so no timed-out token goes uncounted
+-- ARGV[3]  at most this many entries of `P waitpoint_timeout` are examined
+--
+-- Takes the due entries of `P waitpoint_timeout` (score timeoutAt <= now), earliest
+-- first, and removes them. A token still waiting gets status timed_out (completedAt
+-- untouched, as on PostgreSQL); every job in `P token_waiters:<id>` (and the token's
+-- jobId) whose status is waiting and whose waitTokenId is the token resumes: it stays
+-- waiting with waitTokenId cleared and waitUntil = updatedAt = now, and goes to its
+-- ready queue (the claim resumes it without consuming an attempt, W-TOK-1, W-TOK-3).
+-- `P token_waiters:<id>` is deleted. No job event.
+-- Returns {tokens timed out, entries examined}: fewer examined than ARGV[3] means no
+-- due entry is left.
+
+-- A reply kept for a retry of the same call: `P call:<caller>` holds
+-- '<call token>|<expired>,<examined>' for 60 s (as in add_jobs.lua).
+local CALLER, CALL_TOKEN = ARGV[1], ARGV[2]
+local function previous_reply()
+  local kept = redis.call('GET', P .. 'call:' .. CALLER)
+  if kept and string.sub(kept, 1, #CALL_TOKEN + 1) == CALL_TOKEN .. '|' then
+    return string.sub(kept, #CALL_TOKEN + 2)
+  end
+  return nil
+end
+
+-- Same as in complete_token.lua (helpers shared by scripts belong in _lib.lua, which
+-- this script's author does not own).
+local function resume_token_waiters(token, job_id, now_text)
+  local waiters_key = P .. 'token_waiters:' .. token
+  local ids = redis.call('SMEMBERS', waiters_key)
+  if not is_null(job_id) then
+    table.insert(ids, job_id)
+  end
+  local seen = {}
+  for _, id in ipairs(ids) do
+    if not seen[id] then
+      seen[id] = true
+      local job_key = P .. 'job:' .. id
+      local f = redis.call('HMGET', job_key, 'status', 'waitTokenId')
+      if f[1] == 'waiting' and f[2] == token then
+        redis.call('HSET', job_key, 'waitTokenId', 'null', 'waitUntil', now_text,
+          'updatedAt', now_text)
+        make_ready(id)
+      end
+    end
+  end
+  redis.call('DEL', waiters_key)
+end
+
+local kept = previous_reply()
+if kept then
+  local comma = string.find(kept, ',', 1, true)
+  return {tonumber(string.sub(kept, 1, comma - 1)), tonumber(string.sub(kept, comma + 1))}
+end
+local limit = tonumber(ARGV[3])
+local now = now_ms()
+local now_text = int_text(now)
+local timeouts_key = P .. 'waitpoint_timeout'
+local due = redis.call('ZRANGEBYSCORE', timeouts_key, '-inf', now, 'LIMIT', 0, limit)
+local expired = 0
+for _, token in ipairs(due) do
+  redis.call('ZREM', timeouts_key, token)
+  local key = P .. 'waitpoint:' .. token
+  local f = redis.call('HMGET', key, 'status', 'jobId')
+  if f[1] == 'waiting' then
+    redis.call('HSET', key, 'status', 'timed_out')
+    resume_token_waiters(token, f[2], now_text)
+    expired = expired + 1
+  end
+end
+redis.call('SET', P .. 'call:' .. CALLER,
+  CALL_TOKEN .. '|' .. int_text(expired) .. ',' .. int_text(#due), 'EX', 60)
+return {expired, #due}
