@@ -36,6 +36,7 @@ def _run_everywhere(
     prefix: str,
     queue: dq.JobQueue,
     total: int,
+    *,
     group_limit: int | None = None,
 ) -> tuple[Counter[int], list[int]]:
     """4 processors in this process (threads) and 2 worker processes until ``total`` runs."""
