@@ -10,12 +10,16 @@ import attrs
 from dataqueue.enums import FailureReason, JobEventType, JobStatus
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    """ISO-8601 UTC with milliseconds and a ``Z`` suffix, as upstream writes timestamps."""
-    if value is None:
-        return None
+def iso_text(value: dt.datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z`` suffix (``2026-11-30T04:45:25.123Z``):
+    the text JavaScript's ``Date.toISOString()`` gives, so stored timestamps read the
+    same as upstream's."""
     utc = value.astimezone(dt.timezone.utc)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else iso_text(value)
 
 
 def _camel(name: str) -> str:

@@ -26,6 +26,11 @@ def _is_redis(queue: dq.JobQueue) -> bool:
     return True
 
 
+def is_redis(queue: dq.JobQueue) -> bool:
+    """True if ``queue`` stores its jobs in Redis (else PostgreSQL)."""
+    return _is_redis(queue)
+
+
 def _redis_now_ms(client: Any) -> int:
     seconds, micros = client.time()
     return int(seconds) * 1000 + int(micros) // 1000
@@ -299,3 +304,13 @@ def registered_workers(queue: dq.JobQueue) -> int:
     client = queue.get_redis_client()
     prefix: str = queue._backend.prefix  # type: ignore[attr-defined]
     return int(client.hlen(f"{prefix}workers"))
+
+
+def kill_redis_connections(admin: Any, name: str) -> int:
+    """Close every Redis connection whose client name is ``name`` (``CLIENT KILL``), as
+    a failover or a proxy would; return how many. ``admin`` is a client of another name."""
+    killed = 0
+    for client in admin.client_list():
+        if client.get("name") == name:
+            killed += int(admin.client_kill_filter(_id=client["id"]))
+    return killed

@@ -115,7 +115,7 @@ def test_final_failure_cancels_dependents_transitively(pg_queue: dq.JobQueue) ->
     for job_id in (child, grandchild, unrelated):
         job = pg_queue.get_job(job_id)
         assert job is not None and job.status == "cancelled"
-        assert job.pending_reason is not None and '"rootJobId": ' + str(root) in job.pending_reason
+        assert job.pending_reason is not None and '"rootJobId":' + str(root) in job.pending_reason
         event = pg_queue.get_job_events(job_id)[-1]
         assert (event.event_type, event.metadata) == (
             "cancelled",
@@ -196,7 +196,7 @@ def test_cancelling_a_tagged_job_cancels_tag_barrier_dependents_transitively(
     for job_id in (barrier, grandchild):
         job = queue.get_job(job_id)
         assert job is not None and job.status == "cancelled"
-        assert job.pending_reason == f'{{"rootJobId": {root}, "dependencyCascade": true}}'
+        assert job.pending_reason == f'{{"rootJobId":{root},"dependencyCascade":true}}'
     assert _status(queue, unmet) == "pending"
 
 

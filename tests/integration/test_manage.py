@@ -134,7 +134,7 @@ def test_edit_job_updates_fields_and_records_provided_keys(queue: dq.JobQueue) -
     assert edited.metadata == {
         "payload": {"v": 2},
         "priority": 4,
-        "runAt": "2031-02-03T04:05:06Z",
+        "runAt": "2031-02-03T04:05:06.000Z",  # as JavaScript writes it
         "tags": None,
         "timeoutMs": None,
     }

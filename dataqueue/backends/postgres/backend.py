@@ -42,7 +42,7 @@ from dataqueue.errors import (
     DuplicateScheduleError,
     SchemaNotReadyError,
 )
-from dataqueue.records import CronScheduleRecord, JobEvent, JobRecord, WaitpointRecord
+from dataqueue.records import CronScheduleRecord, JobEvent, JobRecord, WaitpointRecord, iso_text
 from dataqueue.validation import EDITED_KEYS, JobFilter, NewJob
 
 logger = logging.getLogger("dataqueue.postgres")
@@ -279,7 +279,7 @@ def _edit_metadata(updates: Mapping[str, Any]) -> dict[str, Any]:
         if name == "payload":
             recorded = json.loads(value)
         elif name == "run_at" and value is not None:
-            recorded = value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+            recorded = iso_text(value)
         meta[EDITED_KEYS[name]] = recorded
     return meta
 
@@ -779,7 +779,7 @@ class PostgresBackend:
             "wait_until": wait_until,
             "wait_until_text": None
             if wait_until is None
-            else wait_until.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+            else iso_text(wait_until),
             "step_data": step_data_json,
         }
         with self._translate_errors(), self._autocommit.connect() as conn:

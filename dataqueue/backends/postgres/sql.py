@@ -830,8 +830,7 @@ cancelled AS (
     UPDATE {job_queue} AS j
     SET status = 'cancelled', updated_at = now(), last_cancelled_at = now(),
         wait_until = NULL, wait_token_id = NULL,
-        pending_reason = jsonb_build_object('rootJobId', first_root.root_id,
-            'dependencyCascade', true)::text
+        pending_reason = '{{"rootJobId":' || first_root.root_id || ',"dependencyCascade"\\:true}}'
     FROM first_root
     WHERE j.id = first_root.id AND j.status IN ('pending', 'waiting')
     RETURNING j.id, first_root.root_id

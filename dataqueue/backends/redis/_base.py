@@ -19,6 +19,10 @@ class RedisPart:
         """Run script ``name`` (``scripts/<name>.lua``) with the prefix as KEYS[1]."""
         raise NotImplementedError
 
+    def _run_once(self, name: str, *args: Any) -> Any:
+        """Run a script that must act once although a lost reply is retried."""
+        raise NotImplementedError
+
 
 def not_yet(method: str) -> NoReturn:
     raise UnsupportedOperationError(f"{method} is not implemented on the Redis backend yet")

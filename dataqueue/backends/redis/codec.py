@@ -11,8 +11,8 @@ text. Deviations:
   is the Redis server's clock read inside the script (upstream: the client's clock);
 - timestamps keep upstream's millisecond precision, so a ``run_at`` given with
   microseconds is truncated to the millisecond (PostgreSQL keeps microseconds);
-- a cascade-cancelled job's ``pendingReason`` is ``{"rootJobId": <id>,
-  "dependencyCascade": true}`` as on PostgreSQL (upstream Redis left it unset).
+- a cascade-cancelled job's ``pendingReason`` is ``{"rootJobId":<id>,
+  "dependencyCascade":true}`` as on PostgreSQL (upstream Redis left it unset).
 
 JSON produced by users (payloads, tags) is encoded here, in Python, and travels to
 the scripts as text that they store and splice verbatim: Lua's cjson never re-encodes
@@ -28,7 +28,7 @@ from typing import Any
 
 from dataqueue.backends.base import ClaimedJob
 from dataqueue.enums import FailureReason, JobEventType, JobStatus
-from dataqueue.records import JobEvent, JobRecord
+from dataqueue.records import JobEvent, JobRecord, iso_text
 from dataqueue.validation import EDITED_KEYS, NewJob
 
 _NULL = "null"
@@ -114,7 +114,7 @@ def edit_arguments(updates: Mapping[str, Any]) -> list[str]:
             meta[field] = (
                 None
                 if value is None
-                else value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+                else iso_text(value)
             )
         elif name == "tags":
             pairs += [field, _NULL if value is None else _json(value)]

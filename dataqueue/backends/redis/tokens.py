@@ -74,10 +74,6 @@ class RedisTokens(RedisPart):
     taken or already completed).
     """
 
-    def _run_once(self, name: str, *args: Any) -> Any:
-        """Run a script that acts once per call (``RedisBackend._run_once``)."""
-        raise NotImplementedError
-
     def create_token(
         self,
         token_id: str,

@@ -358,7 +358,7 @@ local function cascade(seeds, now)
   table.sort(seeds, function(a, b) return tonumber(a) < tonumber(b) end)
   local visited = {}
   for _, seed in ipairs(seeds) do
-    local reason = '{"rootJobId": ' .. int_text(seed) .. ', "dependencyCascade": true}'
+    local reason = '{"rootJobId":' .. int_text(seed) .. ',"dependencyCascade":true}'
     local frontier = {int_text(seed)}
     while #frontier > 0 do
       local next_frontier = {}
@@ -427,4 +427,26 @@ local function iso_ms(ms)
   end
   return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', year, month, day,
     math.floor(rest / 3600), math.floor(rest % 3600 / 60), rest % 60, millis)
+end
+
+-- Calls that must act once although a lost reply is retried (RedisBackend._run_once):
+-- ARGV[1] is the caller id, ARGV[2] the call token, the script's own arguments follow
+-- (args(n) is its n-th). call_reply() is the reply text a first run with this token
+-- kept (nil: this is the first run); keep_call_reply(text) keeps it 60 s under
+-- `P call:<caller>`.
+local function args(n)
+  return ARGV[n + 2]
+end
+
+local function call_reply()
+  local kept = redis.call('GET', P .. 'call:' .. ARGV[1])
+  local token = ARGV[2]
+  if kept and string.sub(kept, 1, #token + 1) == token .. '|' then
+    return string.sub(kept, #token + 2)
+  end
+  return nil
+end
+
+local function keep_call_reply(text)
+  redis.call('SET', P .. 'call:' .. ARGV[1], ARGV[2] .. '|' .. text, 'EX', 60)
 end
