@@ -411,3 +411,13 @@ def test_scripts_are_reloaded_after_a_script_flush(
     second = redis_queue.add_job("t", {})
     assert second == first + 1
     assert [j.id for j in redis_queue.get_all_jobs()] == [second, first]
+
+
+def test_a_job_type_named_null_is_a_name_not_null(redis_queue: dq.JobQueue) -> None:
+    # The hash encodes NULL as the text "null"; a required text field keeps it as text.
+    job_id = redis_queue.add_job("null", {})
+    job = redis_queue.get_job(job_id)
+    assert job is not None and job.job_type == "null"
+    assert redis_queue.create_processor({"null": lambda p: "ran"}).start() == 1
+    job = redis_queue.get_job(job_id)
+    assert job is not None and (job.status, job.output) == ("completed", "ran")

@@ -138,6 +138,12 @@ def _str(value: Any) -> str | None:
     return None if text in ("", _NULL) else text
 
 
+def _raw(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _int(value: str | None) -> int | None:
     return None if value is None else int(float(value))
 
@@ -161,7 +167,8 @@ def _payload(value: str | None) -> Any:
 
 def job_record_from_hash(raw: Mapping[Any, Any]) -> JobRecord:
     """A :class:`JobRecord` from a job hash (``HGETALL``; bytes or str)."""
-    h = {(k.decode() if isinstance(k, bytes) else k): _str(v) for k, v in raw.items()}
+    text = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+    h = {k: _str(v) for k, v in text.items()}
     created_at = from_ms(h.get("createdAt"))
     assert created_at is not None
     reason = h.get("failureReason")
@@ -169,7 +176,8 @@ def job_record_from_hash(raw: Mapping[Any, Any]) -> JobRecord:
     depends_on_tags = _loads(h.get("dependsOnTags"))
     return JobRecord(
         id=int(h["id"] or 0),
-        job_type=h.get("jobType") or "",
+        # Required text: a job type named "null" is that name, not NULL.
+        job_type=_raw(text.get("jobType")),
         payload=_payload(h.get("payload")),
         status=JobStatus(h.get("status") or "pending"),
         created_at=created_at,
@@ -221,7 +229,7 @@ def claimed_job(values: Sequence[Any]) -> ClaimedJob:
     v = [_str(x) for x in values]
     return ClaimedJob(
         id=int(v[0] or 0),
-        job_type=v[1] or "",
+        job_type=_raw(values[1]),
         payload=_payload(v[2]),
         attempts=_int(v[3]) or 0,
         max_attempts=_int(v[4]) or 3,
