@@ -34,6 +34,7 @@ code under ``if __name__ == "__main__":``, or be started with ``python -m``.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import json
@@ -453,9 +454,14 @@ def _call_handler(handler: Callable[..., Any], payload: Any) -> Any:
             "the handler requires a ctx argument, which is not available when "
             "force_kill_on_timeout is enabled: it receives only (payload, signal)"
         )
-    if accepted < 2:
-        return handler(payload)
-    return handler(payload, IsolatedAbortSignal())
+    result = handler(payload) if accepted < 2 else handler(payload, IsolatedAbortSignal())
+    if inspect.isawaitable(result):  # an async def handler: the child runs its own loop
+        return asyncio.run(_awaited(result))
+    return result
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _positional_parameters(handler: Callable[..., Any]) -> tuple[int, int]:

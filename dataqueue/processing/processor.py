@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import inspect
 import json
 import logging
 import math
@@ -46,6 +47,7 @@ from dataqueue.errors import ConfigurationError, DataQueueError, WaitSignal
 from dataqueue.hooks import ErrorCallback, EventHooks, report_error
 from dataqueue.payload import encode_json
 from dataqueue.processing import heartbeat
+from dataqueue.processing.aio import EventLoopThread
 from dataqueue.processing.context import JobContext, new_token_id, token_result
 from dataqueue.processing.execution import Execution, Watchdog
 from dataqueue.processing.heartbeat import Heartbeat
@@ -207,6 +209,7 @@ class Processor:
             on_reclaimed=self._reclaimed,
             outage=self._outage,
         )
+        self._event_loop = EventLoopThread(f"dataqueue-async-{self.worker_id}")
         self._watchdog = Watchdog(
             f"dataqueue-timeouts-{self.worker_id}", self._expire, self._store_extension
         )
@@ -504,6 +507,7 @@ class Processor:
                 restart = False
         if pool is not None:
             pool.shutdown()
+        self._event_loop.close()
         if drained and not restart:
             self.write_best_effort("worker registry", _unregister)
         _running_processors.discard(self)
@@ -559,6 +563,7 @@ class Processor:
         finally:
             beat.stop()
             pool.shutdown()
+            self._event_loop.close()
         with self._cond:
             drained = not self._held and not self._running
         if drained:  # a serverless invocation leaves no registry row behind
@@ -814,6 +819,8 @@ class Processor:
         ctx = JobContext(self, execution)
         arguments = (job.payload, execution.signal, ctx)[:arity]
         result = handler(*arguments)
+        if inspect.isawaitable(result):  # an async def handler
+            result = self._event_loop.run(result, execution.signal)
         if ctx.output_was_set:
             return Outcome.completed(job, ctx.output_json)
         output = None if result is None else encode_json(result, what="handler result")
@@ -842,9 +849,12 @@ class Processor:
     def _expire(self, execution: Execution) -> None:
         """The watchdog gave up on a job: abort it and fail it with reason timeout."""
         message = f"Job timed out after {execution.armed_ms} ms"
-        execution.signal.abort("timeout")
         outcome = Outcome.failed(execution.job, TimeoutError(message), FailureReason.TIMEOUT)
-        if not execution.settle(outcome):
+        # Settled before the abort: an aborted async handler returns at once, and its
+        # outcome must not win over the timeout.
+        settled = execution.settle(outcome)
+        execution.signal.abort("timeout")
+        if not settled:
             return
         pool = self._pool
         if pool is not None and execution.thread is not None and execution.thread.is_alive():
