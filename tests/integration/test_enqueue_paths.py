@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 import dataqueue as dq
 from dataqueue.backends.postgres.enqueue import PIPELINE_CHUNK
@@ -469,3 +471,26 @@ def test_waits_tokens_and_cascades_work_in_a_schema_with_odd_characters(
     assert queue.cancel_job(prerequisite) is True
     cascaded = queue.get_job(dependent)
     assert cascaded is not None and cascaded.status == "cancelled"
+
+
+def test_single_add_job_after_its_pooled_connection_was_terminated(database_url: str) -> None:
+    # add_job's fast path uses a pooled psycopg connection directly; the pool's checkout
+    # still notices a connection the server closed and replaces it, so no error.
+    queue = dq.init_job_queue(database_url, database_config={"pool_size": 1})
+    try:
+        first = queue.add_job("t", {})
+        with queue.get_engine().connect() as own:  # the pool's only connection
+            pid = own.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        admin = sa.create_engine(make_url(database_url), poolclass=sa.NullPool)
+        with admin.connect() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        admin.dispose()
+        time.sleep(0.1)
+        second = queue.add_job("t", {})  # the dead connection is replaced at checkout
+        assert second > first
+        assert queue.get_job(second) is not None
+        with pytest.raises(dq.InvalidJobError, match="job_type"):
+            queue.add_job("", {})
+        assert [j.id for j in queue.get_all_jobs()][:2] == [second, first]
+    finally:
+        queue.close()

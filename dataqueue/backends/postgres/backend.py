@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import attrs
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
@@ -379,8 +380,43 @@ class PostgresBackend:
                 return self._enqueuer.add_on(db, jobs, count)
             if count <= pg_enqueue.PIPELINE_CHUNK:
                 jobs = list(jobs)  # validated before a pooled connection is taken
+            if count == 1:
+                return self._add_one(jobs)
             with self._autocommit.connect() as conn:
                 return self._enqueuer.add_on(conn, jobs, count)
+
+    def _add_one(self, jobs: Iterable[NewJob]) -> list[int]:
+        """One job on a pooled psycopg connection, in autocommit, without SQLAlchemy's
+        execution layer (about a third of a single ``add_job``'s time; issue 12): the
+        statement is the same prepared one. Errors are raised as SQLAlchemy raises them.
+        """
+        fairy = self.engine.raw_connection()
+        raw = fairy.dbapi_connection
+        try:
+            if not isinstance(raw, psycopg.Connection) or raw.autocommit:
+                with self._autocommit.connect() as conn:  # another driver: the usual path
+                    return self._enqueuer.add_on(conn, jobs, 1)
+            raw.autocommit = True  # idle connection: no round trip
+            try:
+                return self._enqueuer.add_on(raw, jobs, 1)
+            except psycopg.Error as exc:
+                error: Any = exc
+                disconnected = self.engine.dialect.is_disconnect(error, raw, None)
+                if disconnected:
+                    fairy.invalidate()
+                raise sa.exc.DBAPIError.instance(
+                    None,
+                    None,
+                    exc,
+                    psycopg.Error,
+                    connection_invalidated=disconnected,
+                    dialect=self.engine.dialect,
+                ) from exc
+            finally:
+                if not raw.closed:
+                    raw.autocommit = False
+        finally:
+            fairy.close()
 
     # -- reads ----------------------------------------------------------------------
 
@@ -777,9 +813,7 @@ class PostgresBackend:
             "job_id": job_id,
             "token_id": token_id,
             "wait_until": wait_until,
-            "wait_until_text": None
-            if wait_until is None
-            else iso_text(wait_until),
+            "wait_until_text": None if wait_until is None else iso_text(wait_until),
             "step_data": step_data_json,
         }
         with self._translate_errors(), self._autocommit.connect() as conn:
