@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dataqueue import intervals
 from dataqueue import validation as v
+from dataqueue.after_commit import run_after_commit
 from dataqueue.backends.base import Backend
 from dataqueue.dependencies import resolve_batch_placeholders
 from dataqueue.durations import token_timeout
@@ -129,11 +130,34 @@ class JobQueue:
     # -- hooks ----------------------------------------------------------------------
 
     def on(self, event: str, listener: Listener) -> None:
-        """Call ``listener(payload)`` on every ``event`` (see API.md §8 for payloads)."""
+        """Call ``listener(payload)`` on every ``event``.
+
+        Events and the payload each listener receives (a dict, except for ``error``):
+
+        - ``job:added``: ``{"job_id", "job_type"}``, once per id ``add_job``/``add_jobs``
+          returned, also for an idempotent duplicate (the existing id); with ``db=``
+          when the call returns, before your transaction commits. Not for jobs
+          enqueued by cron schedules or dead-letter routing.
+        - ``job:processing``, ``job:completed``, ``job:waiting``:
+          ``{"job_id", "job_type"}``.
+        - ``job:failed``: ``{"job_id", "job_type", "error", "will_retry"}``; ``error``
+          is the exception, ``will_retry`` is True exactly when a retry was scheduled.
+        - ``job:cancelled``, ``job:retried``: ``{"job_id"}``, only when the job changed.
+        - ``job:progress``: ``{"job_id", "progress"}`` (the rounded percentage).
+        - ``job:output``: ``{"job_id", "output"}`` (the value given to ``set_output``).
+        - ``error``: the exception of a processor or supervisor loop (a lost database
+          connection, a failing maintenance task), never a handler's failure.
+
+        Listeners run synchronously in the thread that emits (a processor's threads for
+        the ``job:`` events of processing), in registration order. A listener that
+        raises is logged and never breaks the queue. Hooks are in-process only: a
+        listener hears about jobs this process enqueued or processed. An unknown event
+        name raises :class:`InvalidJobError` (a ``ValueError``).
+        """
         self._hooks.on(event, listener)
 
     def once(self, event: str, listener: Listener) -> None:
-        """Call ``listener(payload)`` on the next ``event`` only."""
+        """Call ``listener(payload)`` on the next ``event`` only (payloads: :meth:`on`)."""
         self._hooks.once(event, listener)
 
     def off(self, event: str, listener: Listener) -> None:
@@ -192,6 +216,31 @@ class JobQueue:
         keep a LISTEN. Either way the processor sleeps no later than the next
         scheduled job's due time (``run_at``, a retry's ``next_attempt_at``, a wait's
         ``wait_until``), so those start on time rather than at the next poll.
+
+        Args:
+            handlers: Job type to handler. A handler that raises fails the attempt;
+                what it returns (JSON) becomes the job's output.
+            worker_id: Written to ``locked_by`` of the jobs it claims. Default
+                ``worker-`` plus 7 random characters.
+            batch_size: Most jobs claimed per claim (at least 1).
+            concurrency: Most handlers running at once: the number of worker
+                threads (at least 1).
+            group_concurrency: Most running jobs per ``group`` id, counted over every
+                processor that sets it; None means no limit. Jobs without a group are
+                never limited.
+            poll_interval: Milliseconds between polls, 0 to 86,400,000 (a day). The
+                fallback when no wake-up arrives (see above).
+            on_error: Called with errors of the processor's own loop (a lost database
+                connection), never with handler failures; default: log them.
+            verbose: Log what the processor does at INFO instead of DEBUG.
+            job_type: Which job types to claim (see above). ``"*"`` is
+                :data:`dataqueue.ALL_JOB_TYPES`.
+            heartbeat_interval: Seconds (or a ``timedelta``) between heartbeats, more
+                than 0 and at most 600.
+            heartbeat_timeout: Seconds (or a ``timedelta``) without a heartbeat after
+                which this worker's jobs are reclaimed; at least 3 heartbeat intervals,
+                at most a day.
+            listen: Wake up on PostgreSQL ``NOTIFY`` (see above).
         """
         from dataqueue.processing.processor import Processor
 
@@ -236,9 +285,26 @@ class JobQueue:
         older than the processor's ``heartbeat_timeout`` (20 s by default), however
         long they run. ``stuck_jobs_timeout`` (seconds or ``timedelta``; or
         ``stuck_jobs_timeout_minutes``, default 10 minutes) applies only to jobs locked
-        by workers that do not heartbeat (upstream's Node.js processor): they are
+        by workers that do not heartbeat (the Node.js dataqueue's processor): they are
         reclaimed when locked longer than that and their own ``timeout_ms``. It must be
         more than 0.
+
+        Args:
+            interval_ms: Milliseconds between the end of one background run and the
+                start of the next (more than 0, at most a day).
+            stuck_jobs_timeout_minutes: The stuck-job limit in minutes (default 10).
+                Give this or ``stuck_jobs_timeout``, not both.
+            stuck_jobs_timeout: The same limit in seconds or as a ``timedelta``.
+            cleanup_jobs_days_to_keep: Delete completed jobs not updated for this many
+                days; 0 or less disables it. Failed and cancelled jobs are never
+                deleted.
+            cleanup_events_days_to_keep: Delete events older than this many days (of
+                any job); 0 or less disables it.
+            cleanup_batch_size: Rows deleted per statement by both cleanups.
+            reclaim_stuck_jobs: Run the reclaim task.
+            expire_timed_out_tokens: Run the token expiry task.
+            on_error: Called with the error of a failing task; default: log it.
+            verbose: Log the counts of each run at INFO instead of DEBUG.
         """
         from dataqueue.supervisor import Supervisor
 
@@ -288,8 +354,10 @@ class JobQueue:
         timezones, and expressions that never fire, raise
         :class:`InvalidCronExpressionError`; a taken name raises
         :class:`DuplicateScheduleError`. ``schedule_name`` and ``cron_expression`` hold
-        at most 255 characters, ``timezone`` 100; the job options are checked as by
-        :meth:`add_job`.
+        at most 255 characters, ``timezone`` 100; the job options mean what they mean
+        in :meth:`add_job` (``timeout_ms`` in milliseconds, ``retry_delay`` and
+        ``retry_delay_max`` in seconds) and are copied to every job the schedule
+        enqueues.
         """
         from dataqueue import cron
 
@@ -412,8 +480,8 @@ class JobQueue:
 
         ``timeout``: ``"30s"``, ``"10m"``, ``"1h"``, ``"7d"`` or a ``timedelta`` (at most
         365 days); after it the token times out and its waiter resumes with
-        ``ok=False``. Unlike upstream, a job waiting on a token made here is resumed when
-        the token completes (W-TOK-1).
+        ``ok=False``. Unlike in the Node.js dataqueue, a job waiting on a token made here
+        is resumed when the token completes (W-TOK-1).
         """
         token_id = new_token_id()
         duration = token_timeout(timeout)
@@ -472,7 +540,57 @@ class JobQueue:
         transaction and vanish if you roll back; the queue never commits, rolls back or
         closes it. An ``idempotency_key`` that already exists returns the existing id
         and changes nothing. Raises :class:`InvalidJobError` (or
-        :class:`JobDependencyError`) naming the bad value before anything is written.
+        :class:`JobDependencyError`) naming the bad value before anything is written;
+        an unknown option name raises ``TypeError``.
+
+        A failed attempt with attempts left leaves the job in status ``failed`` with
+        ``next_attempt_at`` set: it is waiting for its retry, not finished (see
+        :attr:`JobRecord.is_final`). The delay after attempt ``n`` (1 for the first run):
+
+        - no ``retry_*`` option given: ``2**n`` minutes (2, 4, 8, … minutes; no jitter);
+        - ``retry_backoff`` True or not given (but another ``retry_*`` option is):
+          ``min(retry_delay_max, retry_delay * 2**n)`` seconds times a random factor in
+          [0.5, 1), with ``retry_delay`` 60 when not given and no cap without
+          ``retry_delay_max``;
+        - ``retry_backoff=False``: ``retry_delay`` seconds (60 when not given).
+
+        Args:
+            job_type: The handler to run: a key of the processor's ``handlers`` (at most
+                255 characters).
+            payload: The handler's input, stored as JSON: dicts, lists, strings,
+                numbers, booleans, None, plus dataclasses and attrs instances (by
+                field), timezone-aware datetimes, dates and UUIDs (as ISO/UUID strings),
+                tuples and sets (as lists).
+            max_attempts: How many times the handler may run, the first run included
+                (at least 1). With the default 3 a job is retried twice.
+            priority: Higher runs first; equal priorities run oldest first.
+            run_at: Not before this timezone-aware datetime; None means now.
+            timeout_ms: Deadline of each attempt in milliseconds; None or 0 means none.
+                At the deadline the attempt fails with reason ``timeout`` and the
+                handler's ``signal`` is aborted (the thread is not killed).
+            force_kill_on_timeout: Run the handler in a child process that is killed at
+                the deadline (needs ``timeout_ms`` and a module-level handler; see
+                :func:`dataqueue.validate_handler_serializable`).
+            tags: Labels to filter by (``get_jobs_by_tags``, tag filters, tag
+                dependencies).
+            idempotency_key: At most one job per key, whatever its status, until the
+                job is deleted by cleanup (only completed jobs are).
+            retry_delay: Base retry delay in seconds (see above).
+            retry_backoff: Exponential backoff with jitter (True) or a fixed delay
+                (False).
+            retry_delay_max: Upper bound of the retry delay in seconds.
+            dead_letter_job_type: When the job fails for good, enqueue a job of this
+                type whose payload holds the original job, payload and failure.
+            group: ``{"id": ..., "tier": ...}`` or :class:`JobGroup`; processors with
+                ``group_concurrency`` run at most that many jobs of one group id at once.
+            depends_on: ``{"job_ids": [...], "tags": [...]}`` or :class:`DependsOn`: run
+                only after those jobs completed and no other unfinished job carries all
+                of those tags.
+            db: Your open transaction (PostgreSQL only; the Redis backend raises
+                :class:`UnsupportedOperationError`).
+
+        Returns:
+            The new job's id, or the existing job's id for a known ``idempotency_key``.
         """
         job = v.build_new_job(
             job_type,
@@ -494,9 +612,23 @@ class JobQueue:
             },
         )
         v.reject_placeholders(job)
-        (job_id,) = self._backend.add_jobs([job], 1, db)
-        self._hooks.emit("job:added", {"job_id": job_id, "job_type": job.job_type})
+        inserted: list[bool] | None = [] if self._hooks.has_listeners("job:added") else None
+        (job_id,) = self._backend.add_jobs([job], 1, db, inserted)
+        if inserted and inserted[0]:  # not for an idempotent duplicate
+            self._emit_added([(job_id, job.job_type)], db)
         return job_id
+
+    def _emit_added(self, added: list[tuple[int, str]], db: Any) -> None:
+        """``job:added`` for jobs this call wrote; with ``db``, after its commit."""
+
+        def emit() -> None:
+            for job_id, job_type in added:
+                self._hooks.emit("job:added", {"job_id": job_id, "job_type": job_type})
+
+        if db is None:
+            emit()
+        else:
+            run_after_commit(db, emit)
 
     def add_jobs(self, jobs: Iterable[Any], *, db: Any = None) -> list[int]:
         """Add many jobs in one transaction; return their ids in input order.
@@ -524,10 +656,16 @@ class JobQueue:
         if not entries:
             return []
         job_types: list[str] = []
-        ids = self._backend.add_jobs(_validated(entries, job_types), len(entries), db)
-        if self._hooks.has_listeners("job:added"):
-            for job_id, job_type in zip(ids, job_types, strict=True):
-                self._hooks.emit("job:added", {"job_id": job_id, "job_type": job_type})
+        inserted: list[bool] | None = [] if self._hooks.has_listeners("job:added") else None
+        ids = self._backend.add_jobs(_validated(entries, job_types), len(entries), db, inserted)
+        if inserted is not None:
+            added = [
+                (job_id, job_type)
+                for job_id, job_type, new in zip(ids, job_types, inserted, strict=True)
+                if new
+            ]
+            if added:
+                self._emit_added(added, db)
         return ids
 
     # -- reads ----------------------------------------------------------------------
@@ -573,17 +711,26 @@ class JobQueue:
         ``gt/gte/lt/lte/eq``), ``tags`` (``{"values": [...], "mode": "all"}``) and
         ``cursor`` (only ids below it; offset is then ignored). Tag modes: ``all``,
         ``any``, ``none`` (untagged jobs match) and ``exact`` (same set of tags).
+
+        At most ``limit`` jobs (default 100; 0 returns none) after skipping ``offset``.
+        To walk every job, page with a cursor: pass the last id of a page as the next
+        page's ``cursor``.
         """
         limit, offset = v.page(limit, offset)
         return self._backend.list_jobs(v.build_filter(filters), limit, offset)
 
     def get_jobs_by_status(self, status: str, limit: int = 100, offset: int = 0) -> list[JobRecord]:
-        """Jobs with ``status``, newest first. Unknown statuses raise InvalidJobError."""
+        """Jobs with ``status``, newest first; at most ``limit`` (default 100).
+
+        ``status`` is a :class:`JobStatus` or its value. Failed jobs waiting for their
+        retry are included in ``"failed"``. Unknown statuses raise
+        :class:`InvalidJobError`.
+        """
         limit, offset = v.page(limit, offset)
         return self._backend.list_jobs(v.JobFilter(status=v.job_status(status)), limit, offset)
 
     def get_all_jobs(self, limit: int = 100, offset: int = 0) -> list[JobRecord]:
-        """All jobs, newest first."""
+        """All jobs, newest first; at most ``limit`` (default 100) after ``offset``."""
         limit, offset = v.page(limit, offset)
         return self._backend.list_jobs(v.JobFilter(), limit, offset)
 
@@ -591,6 +738,8 @@ class JobQueue:
         self, tags: list[str], mode: str = "all", limit: int = 100, offset: int = 0
     ) -> list[JobRecord]:
         """Jobs whose tags match ``tags`` under ``mode`` (see :meth:`get_jobs`), newest first.
+
+        At most ``limit`` jobs (default 100) after ``offset``.
 
         The filter applies even to an empty list: ``all`` then matches every tagged
         job, ``none`` every job, ``any`` none, ``exact`` jobs tagged with ``[]``.
@@ -613,9 +762,10 @@ class JobQueue:
         """Put a failed (or processing) job back to pending, due now.
 
         Returns True if the job changed; only then is a ``retried`` event written and
-        ``job:retried`` emitted (upstream does both unconditionally, W-EV-1). Attempts
-        are kept; if the job had used all of them, it gets one more (W-RT-1).
-        Cancelled and completed jobs are not retried.
+        ``job:retried`` emitted (the Node.js dataqueue does both unconditionally;
+        W-EV-1). Attempts are kept; if the job had used all of them, it gets one more
+        (``max_attempts`` is raised by one; W-RT-1). Cancelled and completed jobs are
+        not retried.
         """
         changed = self._backend.retry_job(v.require_job_id(job_id))
         if changed:
@@ -654,9 +804,9 @@ class JobQueue:
     def cancel_all_upcoming_jobs(self, filters: Mapping[str, Any] | None = None) -> int:
         """Cancel every pending job matching ``filters``; return how many.
 
-        Unlike upstream (W-API-4) this behaves like ``cancel_job`` for each job:
-        ``last_cancelled_at`` is set, a ``cancelled`` event is written and
-        ``job:cancelled`` is emitted per job.
+        Unlike the Node.js dataqueue (W-API-4) this behaves like ``cancel_job`` for
+        each job: ``last_cancelled_at`` is set, a ``cancelled`` event is written and
+        ``job:cancelled`` is emitted per job. Waiting jobs are not cancelled.
         """
         ids = self._backend.cancel_upcoming_jobs(v.build_filter(filters, allow_cursor=False))
         for job_id in ids:
@@ -691,13 +841,13 @@ class JobQueue:
         A job held by a dataqueue processor is released once its heartbeat is older
         than that processor's ``heartbeat_timeout``: a crashed worker's jobs come back,
         a live one is never touched, however long it runs. A job locked by a worker
-        that does not heartbeat (upstream's Node.js processor) is released when its
+        that does not heartbeat (the Node.js dataqueue's processor) is released when its
         lock is older than the larger of ``max_processing_time`` (seconds or
         ``timedelta``; or ``max_processing_time_minutes``; default 10 minutes) and its
         own ``timeout_ms``. A released job goes back to pending keeping its attempts; a
-        job already on its last attempt fails for good with reason ``timeout`` (upstream
-        leaves it unclaimable, W-RT-1). The limit must be more than 0 (upstream accepts
-        0, which reclaims running jobs).
+        job already on its last attempt fails for good with reason ``timeout`` (the
+        Node.js dataqueue leaves it unclaimable, W-RT-1). The limit must be more than 0
+        (the Node.js dataqueue accepts 0, which reclaims running jobs).
         """
         from dataqueue.intervals import stuck_timeout_seconds
 
@@ -799,6 +949,29 @@ def init_job_queue(
     ``NOTIFY`` on ``notify_channel`` (default ``dataqueue``, or ``dataqueue.<schema>``
     with ``schema=``), delivered when its transaction commits, so listening
     processors claim at once. ``notify=False`` sends none (processors then poll).
+
+    Args:
+        database_url: A ``postgresql://`` or ``postgres://`` URL (run on psycopg 3) or
+            a libpq ``"host=... dbname=..."`` string. A ``search_path`` query parameter
+            is applied to every connection.
+        backend: ``"postgres"`` or ``"redis"``. Default: Redis when only Redis options
+            are given (or, with no options at all, only ``DATAQUEUE_REDIS_URL`` is
+            set), else PostgreSQL.
+        engine: Your SQLAlchemy engine; used as is and never disposed.
+        database_config: Connection fields, TLS and pool options instead of a URL; the
+            keys are the keyword arguments of :func:`dataqueue.create_engine`.
+        schema: PostgreSQL schema holding dataqueue's tables (default: the
+            connection's ``search_path``). Migrate it with ``dataqueue migrate --schema``.
+        redis_url: ``redis://`` or ``rediss://`` URL (Redis backend).
+        redis_config: Mapping with ``url``, ``host`` (default ``127.0.0.1``), ``port``
+            (6379), ``password``, ``db`` (0), ``tls`` and ``key_prefix``.
+        redis_client: Your ``redis.Redis`` client; never closed by the queue.
+        key_prefix: Prefix of every Redis key of this queue (``redis_config``'s
+            ``key_prefix`` wins). With Redis Cluster it needs a hash tag, e.g.
+            ``"{dq}:"``.
+        verbose: Log at INFO what the queue and its processors and supervisors do.
+        notify: Send wake-up notifications (PostgreSQL; see above).
+        notify_channel: The channel of those notifications.
     """
     from dataqueue import config
 

@@ -104,9 +104,17 @@ class Wakeups(Protocol):
 class Backend(Protocol):
     """What a store must do for a :class:`dataqueue.queue.JobQueue`."""
 
-    def add_jobs(self, jobs: Iterable[NewJob], count: int, db: Any = None) -> list[int]:
+    def add_jobs(
+        self,
+        jobs: Iterable[NewJob],
+        count: int,
+        db: Any = None,
+        inserted: list[bool] | None = None,
+    ) -> list[int]:
         """Insert the ``count`` jobs of ``jobs`` with one ``added`` event each; return
-        their ids in input order. All or nothing.
+        their ids in input order. All or nothing. With ``inserted`` (an empty list),
+        append one flag per input job: True if this call wrote it, False for an
+        idempotent duplicate (an existing key, or a key repeated in the batch).
 
         ``jobs`` may validate each job as it is drawn and raise: then nothing may be
         written, and the caller's transaction (``db``) must stay usable. A backend

@@ -259,15 +259,14 @@ def test_unknown_prerequisite_is_rejected_and_nothing_written(queue: dq.JobQueue
     assert _count_jobs(queue) == 1
 
 
-def test_job_added_hook_fires_per_returned_id(queue: dq.JobQueue) -> None:
+def test_job_added_hook_fires_per_job_written(queue: dq.JobQueue) -> None:
     seen: list[dict[str, Any]] = []
     queue.on("job:added", seen.append)
     first = queue.add_job("a", {}, idempotency_key="k")
-    again = queue.add_job("a", {}, idempotency_key="k")
+    assert queue.add_job("a", {}, idempotency_key="k") == first  # a duplicate: no hook
     ids = queue.add_jobs([{"job_type": "b", "payload": {}}, {"job_type": "c", "payload": {}}])
     assert seen == [
         {"job_id": first, "job_type": "a"},
-        {"job_id": again, "job_type": "a"},
         {"job_id": ids[0], "job_type": "b"},
         {"job_id": ids[1], "job_type": "c"},
     ]

@@ -126,7 +126,8 @@ def django_connection(database_url: str) -> Iterator[Any]:
                     "NAME": url.database,
                     "USER": url.username or "",
                     "PASSWORD": url.password or "",
-                    "HOST": url.host or "",
+                    # pgserver's URL names its Unix socket folder in the query.
+                    "HOST": url.host or str(url.query.get("host") or ""),
                     "PORT": str(url.port or ""),
                 }
             },

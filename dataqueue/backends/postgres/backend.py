@@ -372,20 +372,26 @@ class PostgresBackend:
 
     # -- enqueue --------------------------------------------------------------------
 
-    def add_jobs(self, jobs: Iterable[NewJob], count: int, db: Any = None) -> list[int]:
+    def add_jobs(
+        self,
+        jobs: Iterable[NewJob],
+        count: int,
+        db: Any = None,
+        inserted: list[bool] | None = None,
+    ) -> list[int]:
         if count == 0:
             return []
         with self._translate_errors():
             if db is not None:
-                return self._enqueuer.add_on(db, jobs, count)
+                return self._enqueuer.add_on(db, jobs, count, inserted)
             if count <= pg_enqueue.PIPELINE_CHUNK:
                 jobs = list(jobs)  # validated before a pooled connection is taken
             if count == 1:
-                return self._add_one(jobs)
+                return self._add_one(jobs, inserted)
             with self._autocommit.connect() as conn:
-                return self._enqueuer.add_on(conn, jobs, count)
+                return self._enqueuer.add_on(conn, jobs, count, inserted)
 
-    def _add_one(self, jobs: Iterable[NewJob]) -> list[int]:
+    def _add_one(self, jobs: Iterable[NewJob], inserted: list[bool] | None) -> list[int]:
         """One job on a pooled psycopg connection, in autocommit, without SQLAlchemy's
         execution layer (about a third of a single ``add_job``'s time; issue 12): the
         statement is the same prepared one. Errors are raised as SQLAlchemy raises them.
@@ -395,10 +401,10 @@ class PostgresBackend:
         try:
             if not isinstance(raw, psycopg.Connection) or raw.autocommit:
                 with self._autocommit.connect() as conn:  # another driver: the usual path
-                    return self._enqueuer.add_on(conn, jobs, 1)
+                    return self._enqueuer.add_on(conn, jobs, 1, inserted)
             raw.autocommit = True  # idle connection: no round trip
             try:
-                return self._enqueuer.add_on(raw, jobs, 1)
+                return self._enqueuer.add_on(raw, jobs, 1, inserted)
             except psycopg.Error as exc:
                 error: Any = exc
                 disconnected = self.engine.dialect.is_disconnect(error, raw, None)

@@ -286,6 +286,17 @@ def _unresolved_key(key: str | None) -> InvalidJobError:
     )
 
 
+def _input_flags(index_map: Sequence[int], unique_flags: Sequence[bool]) -> list[bool]:
+    """Per input position: its unique job was inserted, and it is that job's first
+    occurrence (a repeat of an earlier key in the batch inserted nothing)."""
+    seen: set[int] = set()
+    flags: list[bool] = []
+    for n in index_map:
+        flags.append(unique_flags[n] and n not in seen)
+        seen.add(n)
+    return flags
+
+
 def _read_rows(jobs: Sequence[NewJob], rows: Sequence[Any]) -> tuple[list[int], dict[str, int]]:
     """Ids from an enqueue statement's rows, and the keys it could not resolve.
 
@@ -342,7 +353,13 @@ class Enqueuer:
         self._sql = sql
         self._statements = _EnqueueStatements(sql, schema, dialect, channel)
 
-    def add_on(self, db: Any, jobs: Iterable[NewJob], count: int) -> list[int]:
+    def add_on(
+        self,
+        db: Any,
+        jobs: Iterable[NewJob],
+        count: int,
+        inserted: list[bool] | None = None,
+    ) -> list[int]:
         """Insert the ``count`` jobs of ``jobs`` on ``db`` (a caller's connection or ours).
 
         ``jobs`` may validate each job as it is drawn. A batch of up to
@@ -354,16 +371,21 @@ class Enqueuer:
         raw = connection.pipeline_connection() if count > PIPELINE_CHUNK else None
         if raw is None:
             unique = _UniqueJobs()
-            ids = self.enqueue(unique.take(jobs), connection.execute)
+            flags: list[bool] | None = None if inserted is None else []
+            ids = self.enqueue(unique.take(jobs), connection.execute, flags)
+            if inserted is not None and flags is not None:
+                inserted.extend(_input_flags(unique.index_map, flags))
             return [ids[i] for i in unique.index_map]
         try:
-            return self._add_pipelined(connection, raw, jobs)
+            return self._add_pipelined(connection, raw, jobs, inserted)
         except psycopg.Error as exc:
             if connection.sqlalchemy is None:
                 raise
             raise _as_sqlalchemy_error(exc, connection.sqlalchemy) from exc
 
-    def enqueue(self, jobs: Sequence[NewJob], execute: Execute) -> list[int]:
+    def enqueue(
+        self, jobs: Sequence[NewJob], execute: Execute, inserted: list[bool] | None = None
+    ) -> list[int]:
         """Insert ``jobs`` (keys unique) and their events; return ids in input order.
 
         ``execute(sql, params)`` runs one of the text statements on an open
@@ -379,6 +401,8 @@ class Enqueuer:
             params = pg_sql.enqueue_parameters(jobs)
             rows = execute(self._sql[_batch_statement(jobs)], params)
         ids, unresolved = _read_rows(jobs, rows)
+        if inserted is not None:
+            inserted.extend(bool(row[2]) for row in rows)
         if unresolved:
             found = self._ids_by_key(list(unresolved), execute)
             repairs: dict[int, int] = {}
@@ -395,7 +419,11 @@ class Enqueuer:
         return ids
 
     def _add_pipelined(
-        self, connection: _CallerConnection, conn: psycopg.Connection[Any], jobs: Iterable[NewJob]
+        self,
+        connection: _CallerConnection,
+        conn: psycopg.Connection[Any],
+        jobs: Iterable[NewJob],
+        inserted: list[bool] | None = None,
     ) -> list[int]:
         """Insert ``jobs`` on ``conn`` in pipelined chunks, all or nothing.
 
@@ -409,11 +437,11 @@ class Enqueuer:
         if conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
             # Pipeline first: BEGIN and COMMIT then travel with the statements.
             with conn.pipeline() as pipeline, conn.transaction():
-                return self._send(conn, jobs, pipeline)
+                return self._send(conn, jobs, pipeline, inserted)
         connection.command(f"SAVEPOINT {_SAVEPOINT}")
         try:
             with conn.pipeline() as pipeline:
-                ids = self._send(conn, jobs, pipeline)
+                ids = self._send(conn, jobs, pipeline, inserted)
         except BaseException:
             _roll_back_to_savepoint(conn)
             raise
@@ -421,7 +449,11 @@ class Enqueuer:
         return ids
 
     def _send(
-        self, conn: psycopg.Connection[Any], jobs: Iterable[NewJob], pipeline: psycopg.Pipeline
+        self,
+        conn: psycopg.Connection[Any],
+        jobs: Iterable[NewJob],
+        pipeline: psycopg.Pipeline,
+        inserted: list[bool] | None = None,
     ) -> list[int]:
         """Send ``jobs`` chunk by chunk, then read and check every result.
 
@@ -443,7 +475,10 @@ class Enqueuer:
             batch.send(chunk, pipeline)
             size = PIPELINE_CHUNK
         pipeline.sync()
-        return batch.finish(pipeline)
+        ids = batch.finish(pipeline)
+        if inserted is not None:
+            inserted.extend(batch.inserted_flags())
+        return ids
 
     def _native(self, name: str) -> str:
         return self._statements.native(self._sql[name])
@@ -488,6 +523,7 @@ class _PipelinedBatch:
         self._prerequisite_checks: list[tuple[psycopg.Cursor[Any], list[int]]] = []
         self._unresolved: dict[str, int] = {}
         self._dependents: list[int] = []  # see _dependents_of
+        self._inserted: list[bool] = []  # by unique index: this batch wrote the row
 
     def send(self, chunk: list[NewJob], pipeline: psycopg.Pipeline) -> None:
         """Queue the statements of ``chunk`` (the next jobs of the batch)."""
@@ -536,6 +572,10 @@ class _PipelinedBatch:
             result.append(job_id)
         return result
 
+    def inserted_flags(self) -> list[bool]:
+        """Per input job: True if this batch wrote it (not an idempotent duplicate)."""
+        return _input_flags(self._unique.index_map, self._inserted)
+
     def _read(self) -> None:
         """Read the rows of every statement sent and not read yet (the pipeline synced)."""
         for cursor, first, count in self._unread:
@@ -544,6 +584,7 @@ class _PipelinedBatch:
             jobs = self._unique.jobs[first : first + count]
             ids, unresolved = _read_rows(jobs, rows)
             self._ids[first : first + count] = ids
+            self._inserted[first : first + count] = [bool(row[2]) for row in rows]
             if unresolved:
                 self._unresolved.update((key, first + n) for key, n in unresolved.items())
                 self._dependents += _dependents_of(jobs, rows, unresolved.values())

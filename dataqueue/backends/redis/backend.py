@@ -191,7 +191,13 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
 
     # -- enqueue --------------------------------------------------------------------
 
-    def add_jobs(self, jobs: Iterable[NewJob], count: int, db: Any = None) -> list[int]:
+    def add_jobs(
+        self,
+        jobs: Iterable[NewJob],
+        count: int,
+        db: Any = None,
+        inserted: list[bool] | None = None,
+    ) -> list[int]:
         if db is not None:
             raise UnsupportedOperationError(_DB_UNSUPPORTED)
         if count == 0:
@@ -205,7 +211,9 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
                 f"({', '.join(map(str, values))})",
                 values,
             )
-        return values
+        if inserted is not None:
+            inserted.extend(v > 0 for v in values)
+        return [abs(v) for v in values]
 
     # -- reads ----------------------------------------------------------------------
 

@@ -13,7 +13,8 @@
 --   20 `added` metadata JSON without dependsOn and without its closing brace
 --   (absent values are the string 'null'; user JSON travels as text, never re-encoded)
 --
--- Returns {0, id, ...} (input order) or {1, missing prerequisite id, ...} having
+-- Returns {0, id, ...} (input order; -id for an idempotent duplicate, which wrote
+-- nothing) or {1, missing prerequisite id, ...} having
 -- written nothing. A job whose idempotency key exists (or repeats an earlier key of
 -- the batch) gets that job's id and writes nothing (no second `added` event).
 -- Ids are INCR'd in input order, in the script that stamps createdAt.
@@ -105,8 +106,12 @@ for i, job in ipairs(jobs) do
   end
 end
 local reply = {0}
-for _, id in ipairs(ids) do
-  table.insert(reply, id)
+for i, id in ipairs(ids) do
+  if kind[i] == 'new' then
+    table.insert(reply, id)
+  else
+    table.insert(reply, -id)  -- an idempotent duplicate: nothing was written
+  end
 end
 local texts = {}
 for n, value in ipairs(reply) do
