@@ -2,15 +2,15 @@
 
 Settings (all optional but the handlers, which only the worker command needs):
 
-``DATAQUEUE_DATABASE_URL``
-    The PostgreSQL URL of the queue. Default: the Django database named by
-    ``DATAQUEUE_DATABASE_ALIAS`` (``"default"``), with the same connection parameters, so
-    jobs live beside your models and ``queue.add_job(..., db=django.db.connection)`` joins
-    your ``transaction.atomic()`` block.
-``DATAQUEUE_SCHEMA``
-    The PostgreSQL schema of the dataqueue tables (default: the connection's search_path).
-``DATAQUEUE_HANDLERS``
-    ``"myapp.jobs:HANDLERS"``: a mapping of job type to handler, or a function returning one.
+- ``DATAQUEUE_DATABASE_URL``: the PostgreSQL URL of the queue. Default: the Django
+  database named by ``DATAQUEUE_DATABASE_ALIAS`` (``"default"``), with the same
+  connection parameters, so jobs live beside your models and
+  ``queue.add_job(..., db=django.db.connection)`` joins your ``transaction.atomic()``
+  block.
+- ``DATAQUEUE_SCHEMA``: the PostgreSQL schema of the dataqueue tables (default: the
+  connection's search_path).
+- ``DATAQUEUE_HANDLERS``: ``"myapp.jobs:HANDLERS"``, a mapping of job type to handler,
+  or a function returning one.
 
 The dataqueue tables are not Django models: create them with ``dataqueue migrate`` (or
 ``dataqueue.migrate.upgrade(url)``) next to ``manage.py migrate``.
@@ -427,5 +427,27 @@ def dashboard_urls(
         base_path=base,
         processor_options=processor_options,
     )
-    view = protect(dashboard_view(dashboard))
+    view = _api_refusals_as_json(protect(dashboard_view(dashboard)))
     return [re_path(rf"^{re.escape(prefix.strip('/'))}(?:/(?P<path>.*))?$", view)]
+
+
+def _api_refusals_as_json(view: Callable[..., Any]) -> Callable[..., Any]:
+    """API calls the protecting decorator turns away get 401/403 JSON, not a redirect.
+
+    ``staff_member_required`` (and ``login_required``) redirect to a login page, which
+    is right for the page but not for ``fetch()``: an anonymous API call gets 401
+    ``{"error": "Authentication required"}``, a signed-in user without access 403.
+    """
+    from django.http import JsonResponse
+
+    def guarded(request: Any, path: str | None = None, **kwargs: Any) -> Any:
+        response = view(request, path=path or "", **kwargs)
+        api = (path or "").split("/", 1)[0] == "api"
+        if api and 300 <= response.status_code < 400:
+            user = getattr(request, "user", None)
+            if user is not None and user.is_authenticated:
+                return JsonResponse({"error": "Forbidden"}, status=403)
+            return JsonResponse({"error": "Authentication required"}, status=401)
+        return response
+
+    return guarded

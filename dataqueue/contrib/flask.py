@@ -80,6 +80,7 @@ def dashboard_blueprint(
     ``allowed_hosts`` given together with ``TRUSTED_HOSTS`` must both match.
     """
     from flask import Blueprint, Response, current_app, request
+    from werkzeug.exceptions import HTTPException
 
     from dataqueue.dashboard import create_dashboard
 
@@ -100,9 +101,31 @@ def dashboard_blueprint(
 
         return Response.from_app(app, request.environ)
 
-    view: Callable[..., Any] = serve
+    protected: Callable[..., Any] = serve
     for decorator in reversed(decorators):
-        view = decorator(view)
+        protected = decorator(protected)
+
+    def view(path: str = "") -> Any:
+        # API calls your login decorator turns away get 401/403 JSON, not a redirect
+        # to a login page (which suits the page, not fetch()).
+        api = path.split("/", 1)[0] == "api"
+        try:
+            response = current_app.make_response(protected(path=path))
+        except HTTPException as exc:
+            if not api or exc.code not in (401, 403):
+                raise
+            response = current_app.make_response(exc.get_response())
+        if api and 300 <= response.status_code < 400:
+            return current_app.response_class(
+                '{"error":"Authentication required"}\n', 401, mimetype="application/json"
+            )
+        if api and response.status_code in (401, 403) and not response.is_json:
+            message = "Authentication required" if response.status_code == 401 else "Forbidden"
+            return current_app.response_class(
+                '{"error":"' + message + '"}\n', response.status_code, mimetype="application/json"
+            )
+        return response
+
     blueprint = Blueprint(name, __name__, url_prefix=prefix)
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]  # the app answers 405 itself
     blueprint.add_url_rule("/", "index", view, defaults={"path": ""}, methods=methods)

@@ -373,6 +373,8 @@ class Dashboard:
                 ("X-Content-Type-Options", "nosniff"),
             ]
             return Response(200, headers, body)
+        if segments:  # the page lives at base_path only (it routes with #/...)
+            return text_response(404, "Not Found\n")
         if request.method not in ("GET", "HEAD"):
             return error_response(405, "Method not allowed", headers=[("Allow", "GET, HEAD")])
         html = render_page(self.base_path, can_process=self.handlers is not None)

@@ -121,13 +121,22 @@ def _failed_job(queue: dq.JobQueue, client: Client) -> int:
 # -- the page -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [BASE, BASE + "/", BASE + "/jobs/1", BASE + "//x//y/"])
-def test_page_is_served_for_every_non_api_path(client: Client, path: str) -> None:
+@pytest.mark.parametrize("path", [BASE, BASE + "/", BASE + "//"])
+def test_page_is_served_at_the_base_path(client: Client, path: str) -> None:
     result = client.get(path)
     assert result.status == 200
     assert result.headers["content-type"] == "text/html; charset=utf-8"
     assert "<title>dataqueue Dashboard</title>" in result.text
     assert f'src="{BASE}/static/dashboard.js?v=' in result.text
+
+
+@pytest.mark.parametrize("path", [BASE + "/jobs/1", BASE + "//x//y/", BASE + "/favicon.ico"])
+def test_unknown_paths_are_404_not_the_page(client: Client, path: str) -> None:
+    # Upstream served the page for any path; the page routes with #/..., so any other
+    # path is a mistake (issue 13 item 8).
+    result = client.get(path)
+    assert result.status == 404
+    assert "dataqueue Dashboard" not in result.text
 
 
 def test_page_forbids_foreign_scripts_and_framing(client: Client) -> None:

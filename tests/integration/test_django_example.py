@@ -226,7 +226,12 @@ import dataqueue as dq
 from dataqueue.contrib.django import queue_from_settings
 job_id = queue_from_settings().add_job("send_welcome", {{"signup_id": 0}})
 anonymous = Client().get(f"/admin/dataqueue/api/jobs/{{job_id}}")
-User.objects.filter(username="staff").delete()
+anonymous_page = Client().get("/admin/dataqueue/")
+User.objects.filter(username__in=["staff", "plain"]).delete()
+User.objects.create_user("plain", "plain@example.com", "pw")
+plain = Client()
+plain.login(username="plain", password="pw")
+not_staff = plain.get(f"/admin/dataqueue/api/jobs/{{job_id}}")
 User.objects.create_superuser("staff", "staff@example.com", "pw")
 client = Client()
 client.login(username="staff", password="pw")
@@ -254,7 +259,9 @@ cancel = client.post(
     f"/admin/dataqueue/api/jobs/{{job_id}}/cancel", HTTP_X_REQUESTED_WITH="dataqueue"
 )
 print("{MARKER}" + json.dumps({{
-    "anonymous": [anonymous.status_code, anonymous.get("Location", "")],
+    "anonymous": [anonymous.status_code, anonymous.json()],
+    "anonymous_page": [anonymous_page.status_code, anonymous_page.get("Location", "")],
+    "not_staff": [not_staff.status_code, not_staff.json()],
     "job": [job.status_code, job.json()["job"]["id"] == job_id],
     "page": [page.status_code, page["Content-Type"]],
     "forged": forged.status_code,
@@ -271,7 +278,10 @@ def test_dashboard_is_mounted_for_staff_only(project_url: str) -> None:
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith(MARKER))
     answers = json.loads(line[len(MARKER) :])
-    status, location = answers["anonymous"]
+    # The API answers JSON; the page keeps staff_member_required's login redirect.
+    assert answers["anonymous"] == [401, {"error": "Authentication required"}]
+    assert answers["not_staff"] == [403, {"error": "Forbidden"}]
+    status, location = answers["anonymous_page"]
     assert status == 302 and "/admin/login/" in location
     assert answers["job"] == [200, True]  # "testserver": in ALLOWED_HOSTS, not loopback
     assert answers["foreign"] == [400, 400, "pending"]

@@ -127,3 +127,47 @@ def test_blueprint_answers_the_server_name(pg_queue: dq.JobQueue) -> None:
         f"/admin/dataqueue/api/jobs/{job_id}", base_url="http://evil.example:8000"
     )
     assert refused.status_code == 400 and "not allowed" in refused.get_json()["error"]
+
+
+# -- refusals: JSON for the API, the app's own answer for the page ---------------------
+
+
+def redirect_to_login(view: Any) -> Any:
+    """Stands in for flask_login's login_required (redirects anonymous users)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if "Authorization" not in flask.request.headers:
+            return flask.redirect("/login?next=" + flask.request.path)
+        if flask.request.headers["Authorization"] != "Bearer admin":
+            flask.abort(403)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def test_api_refusals_are_json_while_the_page_keeps_the_redirect(pg_queue: dq.JobQueue) -> None:
+    job_id = pg_queue.add_job("t", {})
+    app = flask.Flask(__name__)
+    app.register_blueprint(dashboard_blueprint(pg_queue, decorators=[redirect_to_login]))
+    client = app.test_client()
+    anonymous = client.get(f"/admin/dataqueue/api/jobs/{job_id}")
+    assert anonymous.status_code == 401
+    assert anonymous.get_json() == {"error": "Authentication required"}
+    page = client.get("/admin/dataqueue/")
+    assert page.status_code == 302 and page.location.startswith("/login")
+    other = client.get("/admin/dataqueue/api/jobs", headers={"Authorization": "Bearer x"})
+    assert other.status_code == 403 and other.get_json() == {"error": "Forbidden"}
+    token = _client(pg_queue).get(f"/admin/dataqueue/api/jobs/{job_id}")
+    assert token.status_code == 401 and token.get_json() == {"error": "Authentication required"}
+
+
+def test_unknown_paths_are_404(pg_queue: dq.JobQueue) -> None:
+    client = _client(pg_queue)
+    auth = {"Authorization": "Bearer admin"}
+    assert client.get("/admin/dataqueue/nope", headers=auth).status_code == 404
+    assert client.get("/admin/dataqueue/jobs/1", headers=auth).status_code == 404
+    missing_api = client.get("/admin/dataqueue/api/nope", headers=auth)
+    assert missing_api.status_code == 404 and missing_api.get_json() == {"error": "Not found"}
+    assert client.get("/admin/dataqueue/static/nope.js", headers=auth).status_code == 404
+    assert client.get("/admin/dataqueue/", headers=auth).status_code == 200
