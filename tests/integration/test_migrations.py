@@ -175,6 +175,7 @@ def test_upgrade_head_creates_exactly_the_dataqueue_tables(fresh_database_url: s
     upgrade(fresh_database_url)
 
     expected = {("public", t) for t in DATAQUEUE_TABLES} | {("public", VERSION_TABLE)}
+    expected.add(("public", "dataqueuedev_migrations"))  # upstream's bookkeeping
     assert user_tables(fresh_database_url) == expected
 
 
@@ -278,6 +279,7 @@ def test_schema_option_puts_tables_and_version_table_in_that_schema(
     upgrade(fresh_database_url, schema="dq")
 
     expected = {("dq", t) for t in DATAQUEUE_TABLES} | {("dq", VERSION_TABLE)}
+    expected.add(("dq", "dataqueuedev_migrations"))  # upstream's bookkeeping
     assert user_tables(fresh_database_url) == expected
     assert current_revision(fresh_database_url, schema="dq") == HEAD
     assert current_revision(fresh_database_url) is None
@@ -610,3 +612,65 @@ def test_script_location_matches_how_dataqueue_is_installed() -> None:
     else:  # installed wheel: the revisions ship inside the package
         assert Path(script_location()) == package / "_alembic"
     assert (Path(script_location()) / "env.py").is_file()
+
+
+# --------------------------------------------------------------- Node.js side by side
+
+
+def _load_upstream_names() -> tuple[str, ...]:
+    import importlib.util
+
+    path = Path(script_location()) / "versions" / "0004_upstream_bookkeeping.py"
+    spec = importlib.util.spec_from_file_location("upstream_bookkeeping", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names: tuple[str, ...] = module.UPSTREAM_MIGRATIONS
+    return names
+
+
+UPSTREAM_MIGRATIONS = _load_upstream_names()
+
+
+def _upstream_rows(url: str, schema: str = "public") -> list[str]:
+    with connect(url) as conn:
+        return [
+            row[0]
+            for row in conn.exec_driver_sql(
+                f'SELECT name FROM "{schema}".dataqueuedev_migrations ORDER BY run_on, id'
+            )
+        ]
+
+
+def test_upgrade_records_upstreams_migrations_for_node_pg_migrate(fresh_database_url: str) -> None:
+    # node-pg-migrate (upstream's `dataqueue-cli migrate`) reads this table: with every
+    # upstream migration recorded, it has nothing to run on a database we created.
+    upgrade(fresh_database_url)
+    assert _upstream_rows(fresh_database_url) == list(UPSTREAM_MIGRATIONS)
+    assert len(UPSTREAM_MIGRATIONS) == 16
+
+
+def test_upgrade_keeps_what_node_recorded_and_adds_only_the_rest(fresh_database_url: str) -> None:
+    with connect(fresh_database_url) as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE dataqueuedev_migrations (id SERIAL PRIMARY KEY,"
+            " name varchar(255) NOT NULL, run_on timestamp NOT NULL)"
+        )
+        for name in UPSTREAM_MIGRATIONS[:5]:  # what upstream 1.24 applies
+            conn.exec_driver_sql(
+                "INSERT INTO dataqueuedev_migrations (name, run_on) VALUES (%s, now())", (name,)
+            )
+        conn.commit()
+    upgrade(fresh_database_url)
+    assert _upstream_rows(fresh_database_url) == list(UPSTREAM_MIGRATIONS)
+
+
+def test_downgrade_forgets_upstreams_migrations(fresh_database_url: str) -> None:
+    upgrade(fresh_database_url)
+    downgrade(fresh_database_url)
+    assert ("public", "dataqueuedev_migrations") not in user_tables(fresh_database_url)
+
+
+def test_schema_option_records_them_in_that_schema(fresh_database_url: str) -> None:
+    upgrade(fresh_database_url, schema="jobs")
+    assert _upstream_rows(fresh_database_url, "jobs") == list(UPSTREAM_MIGRATIONS)
