@@ -100,7 +100,9 @@ def test_engine_connects_and_queries(pg_admin_url: str) -> None:
 
 def test_postgres_scheme_and_keyword_string_connect(pg_admin_url: str) -> None:
     url = sa.make_url(pg_admin_url)
-    keyword = f"host={url.host} port={url.port or 5432} dbname={url.database} user={url.username}"
+    # pgserver (embedded mode) names its Unix socket folder in the query, not the host.
+    host = url.host or url.query.get("host")
+    keyword = f"host={host} port={url.port or 5432} dbname={url.database} user={url.username}"
     if url.password:
         keyword += f" password={url.password}"
     legacy = url.set(drivername="postgres").render_as_string(hide_password=False)
