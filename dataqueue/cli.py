@@ -141,7 +141,8 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
             "Process jobs with the handlers named by MODULE:NAME (a mapping of job type to "
             "callable, or a function returning one) until SIGTERM/SIGINT; the first signal "
             "drains running jobs, a second exits at once. Settings come from the flags, then "
-            "DATAQUEUE_* environment variables (DATAQUEUE_DATABASE_URL, DATAQUEUE_BATCH_SIZE, "
+            "DATAQUEUE_* environment variables (DATAQUEUE_DATABASE_URL, DATAQUEUE_REDIS_URL, "
+            "DATAQUEUE_BATCH_SIZE, "
             "DATAQUEUE_CONCURRENCY, DATAQUEUE_GROUP_CONCURRENCY, DATAQUEUE_POLL_INTERVAL, "
             "DATAQUEUE_SUPERVISOR_INTERVAL, DATAQUEUE_HEARTBEAT_INTERVAL, "
             "DATAQUEUE_HEARTBEAT_TIMEOUT, DATAQUEUE_STUCK_TIMEOUT, DATAQUEUE_DRAIN_TIMEOUT), "
@@ -157,6 +158,7 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
     parser.add_argument(
         "--database-url", metavar="URL", help="PostgreSQL URL (default: DATAQUEUE_DATABASE_URL)"
     )
+    _add_redis_arguments(parser)
     parser.add_argument(
         "--job-type",
         action="append",
@@ -352,9 +354,25 @@ def _add_dashboard_command(
     )
     parser.add_argument("handlers", metavar="MODULE:HANDLERS")
     parser.add_argument("--database-url", metavar="URL")
+    _add_redis_arguments(parser)
     _add_serving_arguments(parser)
     parser.add_argument("--base-path", default="/")
     parser.set_defaults(handler=_run_dashboard)
+
+
+def _add_redis_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--redis-url`` and ``--key-prefix`` of the commands that open a queue."""
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="use the Redis backend at this URL (redis://host:port/db) instead of PostgreSQL; "
+        "default: DATAQUEUE_REDIS_URL when no PostgreSQL URL is configured",
+    )
+    parser.add_argument(
+        "--key-prefix",
+        metavar="PREFIX",
+        help="Redis only: the prefix of every key of the queue (default: dq:)",
+    )
 
 
 def _add_serving_arguments(parser: argparse.ArgumentParser) -> None:
@@ -390,19 +408,35 @@ def _allowed_host(value: str) -> str:
 def _queue_and_handlers(
     args: argparse.Namespace,
 ) -> tuple[JobQueue, Mapping[str, Callable[..., Any]]]:
-    """The handlers named by ``args.handlers`` and a queue on ``--database-url`` or the
-    environment; ConfigurationError says what is missing."""
-    import dataqueue as dq
-    from dataqueue.config import database_url_from_env
+    """The handlers named by ``args.handlers`` and a queue on the store the flags or the
+    environment name (see :func:`_open_queue`); ConfigurationError says what is missing."""
     from dataqueue.worker import load_handlers
 
     handlers = load_handlers(args.handlers)
-    url = args.database_url or database_url_from_env()
-    if url is None:
+    return _open_queue(args), handlers
+
+
+def _open_queue(args: argparse.Namespace) -> JobQueue:
+    """A queue on ``--database-url`` or ``--redis-url`` (not both; ``--key-prefix`` only
+    with Redis), else on ``DATAQUEUE_DATABASE_URL`` (or ``PG_DATAQUEUE_DATABASE``), else
+    on ``DATAQUEUE_REDIS_URL``: flags win over the environment."""
+    import dataqueue as dq
+    from dataqueue.config import database_url_from_env, redis_url_from_env
+
+    if args.database_url and args.redis_url:
+        raise ConfigurationError("pass --database-url or --redis-url, not both")
+    database_url = args.database_url or (None if args.redis_url else database_url_from_env())
+    redis_url = args.redis_url or (None if database_url else redis_url_from_env())
+    if database_url is None and redis_url is None:
         raise ConfigurationError(
-            "no database URL; pass --database-url URL or set DATAQUEUE_DATABASE_URL"
+            "no database URL; pass --database-url URL (or --redis-url URL) or set "
+            "DATAQUEUE_DATABASE_URL (or DATAQUEUE_REDIS_URL)"
         )
-    return dq.init_job_queue(url), handlers
+    if redis_url is None:
+        if args.key_prefix is not None:
+            raise ConfigurationError("--key-prefix applies to the Redis backend only")
+        return dq.init_job_queue(database_url)
+    return dq.init_job_queue(redis_url=redis_url, key_prefix=args.key_prefix or "dq:")
 
 
 def _run_dashboard(args: argparse.Namespace) -> int:

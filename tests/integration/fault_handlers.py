@@ -4,7 +4,8 @@
 ``ledger`` table (job id and process id) on a connection of its own whose
 application name is ``ledger``, so the tests can kill the library's connections
 (application name ``dataqueue``) without touching the ledger, and can count how often
-each job's handler ran.
+each job's handler ran. The ledger is in PostgreSQL whichever store holds the jobs:
+``DATAQUEUE_TEST_LEDGER_URL``, else the worker's ``DATAQUEUE_DATABASE_URL``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def ledger_engine(url: str) -> sa.Engine:
 
 
 def make_handlers() -> dict[str, Any]:
-    engine = ledger_engine(os.environ["DATAQUEUE_DATABASE_URL"])
+    engine = ledger_engine(
+        os.environ.get("DATAQUEUE_TEST_LEDGER_URL") or os.environ["DATAQUEUE_DATABASE_URL"]
+    )
 
     def record(job_id: int) -> None:
         for attempt in range(50):  # the ledger must not lose a run

@@ -1,4 +1,8 @@
-"""Concurrency claims with real threads and processes: exactly once, group caps, force kill."""
+"""Concurrency claims with real threads and processes: exactly once, group caps, force kill.
+
+The jobs live in the store under test (PostgreSQL or Redis); the handlers count what
+they do in PostgreSQL tables either way (``worker_process.py``).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ import sqlalchemy as sa
 import dataqueue as dq
 from tests.conftest import run_sql
 from tests.integration import worker_process
+from tests.integration.store_state import event_counts, is_redis, status_counts
+
+pytestmark = pytest.mark.all_backends
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,14 +40,23 @@ def probe_tables(engine: sa.Engine) -> Iterator[None]:
     run_sql(engine, "DROP TABLE IF EXISTS handled, probe_running")
 
 
-def _start_process(url: str, worker: str, *extra: str) -> subprocess.Popen[bytes]:
+@pytest.fixture
+def store_args(queue: dq.JobQueue, database_url: str, request: pytest.FixtureRequest) -> list[str]:
+    """``worker_process`` arguments naming the queue's store and the ledger database."""
+    if not is_redis(queue):
+        return ["--url", database_url]
+    prefix: str = queue._backend.prefix  # type: ignore[attr-defined]
+    redis_url: str = request.getfixturevalue("redis_url")
+    return ["--redis-url", redis_url, "--key-prefix", prefix, "--ledger-url", database_url]
+
+
+def _start_process(store: list[str], worker: str, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "tests.integration.worker_process",
-            "--url",
-            url,
+            *store,
             "--worker",
             worker,
             *extra,
@@ -69,22 +85,22 @@ def _run_thread_processors(
     return processors
 
 
-def _wait_until_drained(engine: sa.Engine, timeout: float) -> None:
+def _wait_until_drained(queue: dq.JobQueue, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while worker_process.pending_work(engine) > 0:
+    while worker_process.pending_work(queue) > 0:
         assert time.monotonic() < deadline, "jobs were not drained in time"
         time.sleep(0.05)
 
 
 def test_every_job_is_handled_exactly_once_across_threads_and_processes(
-    pg_queue: dq.JobQueue, engine: sa.Engine, database_url: str, probe_tables: None
+    queue: dq.JobQueue, engine: sa.Engine, store_args: list[str], probe_tables: None
 ) -> None:
     total = 5000
-    pg_queue.add_jobs([{"job_type": "work", "payload": {"n": i}} for i in range(total)])
-    processes = [_start_process(database_url, f"process-{n}") for n in range(2)]
-    processors = _run_thread_processors(pg_queue, engine, 4, None, 0.0)
+    queue.add_jobs([{"job_type": "work", "payload": {"n": i}} for i in range(total)])
+    processes = [_start_process(store_args, f"process-{n}") for n in range(2)]
+    processors = _run_thread_processors(queue, engine, 4, None, 0.0)
     try:
-        _wait_until_drained(engine, 240)
+        _wait_until_drained(queue, 240)
     finally:
         for processor in processors:
             processor.stop_and_drain(30_000)
@@ -92,12 +108,8 @@ def test_every_job_is_handled_exactly_once_across_threads_and_processes(
             assert process.wait(120) == 0
     handled = run_sql(engine, "SELECT count(*), count(DISTINCT job_id) FROM handled")[0]
     assert tuple(handled) == (total, total)
-    statuses = dict(run_sql(engine, "SELECT status, count(*) FROM job_queue GROUP BY status"))
-    assert statuses == {"completed": total}
-    events = dict(
-        run_sql(engine, "SELECT event_type, count(*) FROM job_events GROUP BY event_type")
-    )
-    assert events == {"added": total, "processing": total, "completed": total}
+    assert status_counts(queue) == {"completed": total}
+    assert event_counts(queue) == {"added": total, "processing": total, "completed": total}
     workers = {row[0] for row in run_sql(engine, "SELECT DISTINCT worker FROM handled")}
     assert any(w.startswith("process-") for w in workers) and any(
         w.startswith("thread-") for w in workers
@@ -105,13 +117,13 @@ def test_every_job_is_handled_exactly_once_across_threads_and_processes(
 
 
 def test_group_cap_holds_across_threads_and_processes(
-    pg_queue: dq.JobQueue, engine: sa.Engine, database_url: str, probe_tables: None
+    queue: dq.JobQueue, engine: sa.Engine, store_args: list[str], probe_tables: None
 ) -> None:
     # W-GRP-1: upstream's count-then-claim races; here the cap is never exceeded.
     groups = [f"tenant-{g}" for g in range(5)]
     for group in groups:
         run_sql(engine, "INSERT INTO probe_running VALUES (:g, 0, 0)", g=group)
-    pg_queue.add_jobs(
+    queue.add_jobs(
         [
             {
                 "job_type": "work",
@@ -121,12 +133,10 @@ def test_group_cap_holds_across_threads_and_processes(
             for i in range(200)
         ]
     )
-    process = _start_process(
-        database_url, "process-0", "--group-concurrency", "2", "--pause", "0.02"
-    )
-    processors = _run_thread_processors(pg_queue, engine, 4, 2, 0.02)
+    process = _start_process(store_args, "process-0", "--group-concurrency", "2", "--pause", "0.02")
+    processors = _run_thread_processors(queue, engine, 4, 2, 0.02)
     try:
-        _wait_until_drained(engine, 240)
+        _wait_until_drained(queue, 240)
     finally:
         for processor in processors:
             processor.stop_and_drain(30_000)
@@ -138,7 +148,7 @@ def test_group_cap_holds_across_threads_and_processes(
     assert tuple(handled) == (200, 200)
 
 
-def test_group_limit_follows_upstream_vectors(pg_queue: dq.JobQueue) -> None:
+def test_group_limit_follows_upstream_vectors(queue: dq.JobQueue) -> None:
     release = threading.Event()
     started: list[int] = []
 
@@ -146,16 +156,14 @@ def test_group_limit_follows_upstream_vectors(pg_queue: dq.JobQueue) -> None:
         started.append(ctx.job_id)
         release.wait(5)
 
-    a1, a2, b1 = pg_queue.add_jobs(
+    a1, a2, b1 = queue.add_jobs(
         [
             {"job_type": "t", "payload": {}, "group": {"id": "tenant-a"}},
             {"job_type": "t", "payload": {}, "group": {"id": "tenant-a"}},
             {"job_type": "t", "payload": {}, "group": {"id": "tenant-b"}},
         ]
     )
-    first = pg_queue.create_processor(
-        {"t": hold}, group_concurrency=1, batch_size=10, concurrency=10
-    )
+    first = queue.create_processor({"t": hold}, group_concurrency=1, batch_size=10, concurrency=10)
     runner = threading.Thread(target=first.start)
     runner.start()
     deadline = time.monotonic() + 5
@@ -163,7 +171,7 @@ def test_group_limit_follows_upstream_vectors(pg_queue: dq.JobQueue) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert sorted(started) == [a1, b1]
-    second = pg_queue.create_processor({"t": hold}, group_concurrency=1)
+    second = queue.create_processor({"t": hold}, group_concurrency=1)
     assert second.start() == 0
     release.set()
     runner.join(5)
@@ -171,12 +179,12 @@ def test_group_limit_follows_upstream_vectors(pg_queue: dq.JobQueue) -> None:
     assert started[-1] == a2
 
 
-def test_group_limit_does_not_hold_back_ungrouped_jobs(pg_queue: dq.JobQueue) -> None:
-    pg_queue.add_jobs(
+def test_group_limit_does_not_hold_back_ungrouped_jobs(queue: dq.JobQueue) -> None:
+    queue.add_jobs(
         [{"job_type": "t", "payload": {}} for _ in range(2)]
         + [{"job_type": "t", "payload": {}, "group": {"id": "tenant-c"}} for _ in range(2)]
     )
-    processor = pg_queue.create_processor(
+    processor = queue.create_processor(
         {"t": lambda p: None}, group_concurrency=1, batch_size=10, concurrency=10
     )
     assert processor.start() == 3
@@ -201,26 +209,26 @@ def test_claim_is_an_ordered_index_scan(pg_queue: dq.JobQueue, engine: sa.Engine
 
 
 def test_force_kill_runs_the_handler_in_a_child_and_kills_it(
-    pg_queue: dq.JobQueue, tmp_path: Path
+    queue: dq.JobQueue, tmp_path: Path
 ) -> None:
     from tests.unit import isolated_handlers
 
     pid_file = tmp_path / "pid"
-    stuck = pg_queue.add_job(
+    stuck = queue.add_job(
         "stuck", {"pid_file": str(pid_file)}, timeout_ms=1500, force_kill_on_timeout=True
     )
-    doubled = pg_queue.add_job("double", {"n": 21}, timeout_ms=20_000, force_kill_on_timeout=True)
-    processor = pg_queue.create_processor(
+    doubled = queue.add_job("double", {"n": 21}, timeout_ms=20_000, force_kill_on_timeout=True)
+    processor = queue.create_processor(
         {"stuck": isolated_handlers.sleeps_forever, "double": isolated_handlers.double},
         concurrency=2,
     )
     assert processor.start() == 2
-    job = pg_queue.get_job(stuck)
+    job = queue.get_job(stuck)
     assert job is not None and (job.status, job.failure_reason) == ("failed", "timeout")
     assert "forcefully terminated" in job.error_history[0]["message"]
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
-    result = pg_queue.get_job(doubled)
+    result = queue.get_job(doubled)
     assert result is not None and (result.status, result.output) == ("completed", 42)
 
 

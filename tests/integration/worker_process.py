@@ -1,8 +1,10 @@
 """A worker process for the multi-process tests: ``python -m tests.integration.worker_process``.
 
 Runs one processor until the queue has had no claimable work for a moment, then drains.
-Handlers record what they do in plain tables (``handled``, ``probe_running``) so the
-test can check exactly-once handling and group concurrency across processes.
+The queue is on PostgreSQL (``--url``) or Redis (``--redis-url`` and ``--key-prefix``).
+Handlers record what they do in plain PostgreSQL tables (``handled``, ``probe_running``,
+on ``--ledger-url``, default ``--url``) so the test can check exactly-once handling and
+group concurrency across processes, whichever store holds the jobs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 import dataqueue as dq
+from tests.integration.store_state import status_counts
 
 
 def record_handled(engine: sa.Engine, worker: str, job_id: int) -> None:
@@ -59,18 +62,15 @@ def make_handler(engine: sa.Engine, worker: str, pause: float) -> Any:
     return handler
 
 
-def pending_work(engine: sa.Engine) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                sa.text("SELECT count(*) FROM job_queue WHERE status IN ('pending', 'processing')")
-            ).scalar_one()
-        )
+def pending_work(queue: dq.JobQueue) -> int:
+    """Jobs still to do: pending or processing."""
+    counts = status_counts(queue)
+    return counts["pending"] + counts["processing"]
 
 
-def run(url: str, worker: str, group_concurrency: int | None, pause: float) -> None:
-    queue = dq.init_job_queue(url)
-    engine = queue.get_engine()
+def run(
+    queue: dq.JobQueue, engine: sa.Engine, worker: str, group_concurrency: int | None, pause: float
+) -> None:
     processor = queue.create_processor(
         {"work": make_handler(engine, worker, pause)},
         worker_id=worker,
@@ -83,7 +83,7 @@ def run(url: str, worker: str, group_concurrency: int | None, pause: float) -> N
     idle_since: float | None = None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if pending_work(engine) == 0:
+        if pending_work(queue) == 0:
             idle_since = idle_since or time.monotonic()
             if time.monotonic() - idle_since > 0.5:
                 break
@@ -91,17 +91,28 @@ def run(url: str, worker: str, group_concurrency: int | None, pause: float) -> N
             idle_since = None
         time.sleep(0.05)
     processor.stop_and_drain(30_000)
-    queue.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", help="PostgreSQL URL of the queue")
+    parser.add_argument("--redis-url", help="Redis URL of the queue (instead of --url)")
+    parser.add_argument("--key-prefix", default="dq:", help="the Redis queue's key prefix")
+    parser.add_argument("--ledger-url", help="PostgreSQL URL of the ledger (default: --url)")
     parser.add_argument("--worker", required=True)
     parser.add_argument("--group-concurrency", type=int, default=None)
     parser.add_argument("--pause", type=float, default=0.0)
     args = parser.parse_args()
-    run(args.url, args.worker, args.group_concurrency, args.pause)
+    if args.redis_url:
+        queue = dq.init_job_queue(redis_url=args.redis_url, key_prefix=args.key_prefix)
+    else:
+        queue = dq.init_job_queue(args.url)
+    engine = dq.create_engine(args.ledger_url or args.url)
+    try:
+        run(queue, engine, args.worker, args.group_concurrency, args.pause)
+    finally:
+        queue.close()
+        engine.dispose()
 
 
 if __name__ == "__main__":

@@ -14,12 +14,31 @@ from tests.conftest import start_cli
 
 
 class WorkerProcess:
-    """``dataqueue worker HANDLERS ARGS`` on ``database_url`` (via the environment)."""
+    """``dataqueue worker HANDLERS ARGS`` on PostgreSQL ``database_url`` (via the
+    environment), or with ``redis_url`` on Redis (``--redis-url``, ``--key-prefix``):
+    ``database_url`` then only names the handlers' ledger database
+    (``DATAQUEUE_TEST_LEDGER_URL``, see ``fault_handlers.py``)."""
 
-    def __init__(self, database_url: str, handlers: str, *args: str) -> None:
-        self.process = start_cli(
-            "worker", handlers, *args, env={"DATAQUEUE_DATABASE_URL": database_url}
-        )
+    def __init__(
+        self,
+        database_url: str,
+        handlers: str,
+        *args: str,
+        redis_url: str | None = None,
+        key_prefix: str = "dq:",
+    ) -> None:
+        if redis_url is None:
+            store: tuple[str, ...] = ()
+            env = {"DATAQUEUE_DATABASE_URL": database_url}
+        else:
+            store = ("--redis-url", redis_url, "--key-prefix", key_prefix)
+            # Blank PostgreSQL variables count as unset: the worker must pick Redis.
+            env = {
+                "DATAQUEUE_TEST_LEDGER_URL": database_url,
+                "DATAQUEUE_DATABASE_URL": "",
+                "PG_DATAQUEUE_DATABASE": "",
+            }
+        self.process = start_cli("worker", handlers, *store, *args, env=env)
         self._stderr: list[str] = []
         self._readers = [
             threading.Thread(target=self._read, args=(stream, sink), daemon=True)

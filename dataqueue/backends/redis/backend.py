@@ -410,13 +410,19 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
                 return total
 
     # -- reclaim and heartbeats ------------------------------------------------------
+    #
+    # Every script below that changes state runs through _run_once: when the reply of
+    # a first run is lost (CLIENT KILL, a failover) the retry returns that reply, so a
+    # claim never leaves jobs locked that no processor knows of, and completions,
+    # failures and waits are reported (and their hooks emitted) once. The heartbeat
+    # only refreshes locks: running it again is harmless.
 
     def reclaim_stuck_jobs(self, max_processing_seconds: float) -> int:
         max_ms = max(0, round(max_processing_seconds * 1000))
-        return int(self._run("reclaim", "all", max_ms, RECLAIM_MESSAGE))
+        return int(self._run_once("reclaim", "all", max_ms, RECLAIM_MESSAGE))
 
     def reclaim_abandoned_jobs(self) -> int:
-        return int(self._run("reclaim", "abandoned", 0, RECLAIM_MESSAGE))
+        return int(self._run_once("reclaim", "abandoned", 0, RECLAIM_MESSAGE))
 
     def heartbeat(
         self, worker_id: str, job_ids: Sequence[int], timeout_seconds: float
@@ -436,7 +442,7 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
         args: list[Any] = [worker_id]
         for job in jobs:
             args += [job.id, "1" if job.resumed else "0"]
-        return [int(v) for v in self._run("release_jobs", *args)]
+        return [int(v) for v in self._run_once("release_jobs", *args)]
 
     # -- processing -----------------------------------------------------------------
 
@@ -459,7 +465,7 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
                 args += [done.job_id, "0", ""]
             else:
                 args += [done.job_id, "1", done.output_json]
-        reply = self._run("advance", *args)
+        reply = self._run_once("advance", *args)
         n_done = int(reply[0])
         completed = [int(v) for v in reply[1 : 1 + n_done]]
         rest = reply[1 + n_done :]
@@ -481,7 +487,7 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
                 "" if failure.retry_in_seconds is None else repr(float(failure.retry_in_seconds)),
                 failure.failed_at,
             ]
-        reply = self._run("fail_jobs", *args)
+        reply = self._run_once("fail_jobs", *args)
         return [
             FailResult(
                 job_id=int(reply[k]),
@@ -492,7 +498,7 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
         ]
 
     def _update_owned(self, worker_id: str, job_id: int, mode: str, *pairs: Any) -> bool:
-        return bool(self._run("update_owned", worker_id, job_id, mode, *pairs))
+        return bool(self._run_once("update_owned", worker_id, job_id, mode, *pairs))
 
     def prolong_job(self, worker_id: str, job_id: int) -> bool:
         return self._update_owned(worker_id, job_id, "prolong")
@@ -520,7 +526,7 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
             else wait_until.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
         )
         meta = json.dumps({"waitUntil": until_text, "waitTokenId": token_id}, ensure_ascii=False)
-        changed = self._run(
+        changed = self._run_once(
             "wait_job",
             worker_id,
             job_id,

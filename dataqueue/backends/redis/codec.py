@@ -111,11 +111,7 @@ def edit_arguments(updates: Mapping[str, Any]) -> list[str]:
             meta[field] = json.loads(value)
         elif name == "run_at":
             pairs += [field, "" if value is None else str(to_ms(value))]
-            meta[field] = (
-                None
-                if value is None
-                else iso_text(value)
-            )
+            meta[field] = None if value is None else iso_text(value)
         elif name == "tags":
             pairs += [field, _NULL if value is None else _json(value)]
             meta[field] = value

@@ -81,16 +81,49 @@ local function make_ready(id)
   wake(f[1])
 end
 
+-- How many jobs of a group may come back from `P group_wait:<g>` when one leaves
+-- processing: one per freed slot; more when none of the group is processing (a
+-- processor with a larger limit, or none, may take them).
+local GROUP_RETURN_IDLE = 16
+
+-- Moves up to `count` parked jobs of `group` (first in claim order) back to their ready
+-- queues; returns how many came back.
+local function return_group_waiters(group, count)
+  local key = P .. 'group_wait:' .. group
+  local members = redis.call('ZRANGE', key, 0, count - 1)
+  for _, member in ipairs(members) do
+    redis.call('ZREM', key, member)
+    make_ready(int_text(member))
+  end
+  return #members
+end
+
+-- A job of `group` left its ready queue without being claimed (cancelled, edited,
+-- found not due, blocked or stale). It may be the one a freed slot of its group brought
+-- back from `P group_wait:<group>`: pass that slot on to the next parked job, or the
+-- parked jobs would wait for the next job of the group to finish, or forever when none
+-- runs. Returning one too many costs one look at it: a claim parks it again.
+local function pass_group_slot(group)
+  if is_null(group) then
+    return 0
+  end
+  return return_group_waiters(group, 1)
+end
+
 -- Takes a job out of its ready queue and out of the blocked/group-wait parking places.
 local function unqueue(id)
   local f = redis.call('HMGET', P .. 'job:' .. id, 'jobType', 'groupId')
+  local was_ready = 0
   if f[1] then
-    redis.call('ZREM', P .. 'queue:' .. f[1], queue_member(id))
+    was_ready = redis.call('ZREM', P .. 'queue:' .. f[1], queue_member(id))
   end
   if not is_null(f[2]) then
     redis.call('ZREM', P .. 'group_wait:' .. f[2], queue_member(id))
   end
   redis.call('SREM', P .. 'blocked', id)
+  if was_ready == 1 then
+    pass_group_slot(f[2])
+  end
 end
 
 -- Takes a job out of every ready/time index (queues, delayed, retry, waiting, parking).
@@ -147,20 +180,6 @@ local function recheck_blocked(id)
 end
 
 local ACTIVE = {pending = true, processing = true, waiting = true}
-
--- How many jobs of a group may come back from `P group_wait:<g>` when one leaves
--- processing: one per freed slot; more when none of the group is processing (a
--- processor with a larger limit, or none, may take them).
-local GROUP_RETURN_IDLE = 16
-
-local function return_group_waiters(group, count)
-  local key = P .. 'group_wait:' .. group
-  local members = redis.call('ZRANGE', key, 0, count - 1)
-  for _, member in ipairs(members) do
-    redis.call('ZREM', key, member)
-    make_ready(int_text(member))
-  end
-end
 
 -- Moves a job between statuses (`P status:<s>` sets and the status field) and keeps
 -- what depends on the status consistent: the active-tag sets (tag barriers), the
@@ -449,4 +468,20 @@ end
 
 local function keep_call_reply(text)
   redis.call('SET', P .. 'call:' .. ARGV[1], ARGV[2] .. '|' .. text, 'EX', 60)
+end
+
+-- The same for scripts whose reply is an array (of strings, numbers and false):
+-- kept_array_reply() is the first run's reply (nil: this is the first run), and
+-- keep_array_reply(reply) keeps it. A script keeps its reply only when it changed
+-- something: running again a call that changed nothing is as good as replaying it.
+local function kept_array_reply()
+  local kept = call_reply()
+  if kept then
+    return cjson.decode(kept)
+  end
+  return nil
+end
+
+local function keep_array_reply(reply)
+  keep_call_reply(cjson.encode(reply))
 end

@@ -1,12 +1,15 @@
 -- advance: complete a worker's finished jobs and claim the next ones, atomically.
 --
 -- KEYS[1]  key prefix P
--- ARGV[1]  worker id
--- ARGV[2]  claim limit (0: complete only)
--- ARGV[3]  group limit (0: none)
--- ARGV[4]  '*' (every job type) or 'types'
--- ARGV[5]  n, the number of job types that follow (with 'types')
--- ARGV[6 .. 5+n]  job types
+-- ARGV[1]  caller id, ARGV[2] call token (RedisBackend._run_once): a retried call
+--          returns the first run's reply without acting again; the numbers below
+--          count from ARGV[3] (args(n) is ARGV[n + 2])
+-- args(1)  worker id
+-- args(2)  claim limit (0: complete only)
+-- args(3)  group limit (0: none)
+-- args(4)  '*' (every job type) or 'types'
+-- args(5)  n, the number of job types that follow (with 'types')
+-- args(6 .. 5+n)  job types
 -- then: m, the number of completions, then m triples: job id, '1'|'0' (output given),
 --       output JSON ('' when not given: the stored output is kept)
 --
@@ -29,6 +32,9 @@
 --                                     tag-barrier job stops being active;
 --   group at the limit                `P group_wait:<group>`, until a job of the group
 --                                     leaves processing.
+-- A job of a group that leaves the queue for any other reason passes a slot on: the next
+-- parked job of its group comes back (pass_group_slot in _lib.lua), and the heads are
+-- read again so that it is taken in claim order.
 -- A claimed job: status processing, lockedAt/updatedAt now, lockedBy worker,
 -- pendingReason and waitUntil cleared, startedAt set if unset, attempts + 1 and
 -- lastRetriedAt now if it had attempts (not for a job resumed from waiting: a wait is
@@ -40,14 +46,19 @@
 
 local PROMOTE = 1000
 
-local worker = ARGV[1]
-local limit = tonumber(ARGV[2])
-local group_limit = tonumber(ARGV[3])
-local all_types = ARGV[4] == '*'
-local n_types = tonumber(ARGV[5])
+local kept = kept_array_reply()
+if kept then
+  return kept
+end
+
+local worker = args(1)
+local limit = tonumber(args(2))
+local group_limit = tonumber(args(3))
+local all_types = args(4) == '*'
+local n_types = tonumber(args(5))
 local types = {}
 for k = 1, n_types do
-  types[k] = ARGV[5 + k]
+  types[k] = args(5 + k)
 end
 local pos = 6 + n_types
 local now = now_ms()
@@ -55,16 +66,16 @@ local now_text = int_text(now)
 
 -- Completions.
 local completed = {}
-local m = tonumber(ARGV[pos])
+local m = tonumber(args(pos))
 for k = 0, m - 1 do
-  local id = ARGV[pos + 1 + 3 * k]
+  local id = args(pos + 1 + 3 * k)
   local job_key = P .. 'job:' .. id
   local f = redis.call('HMGET', job_key, 'status', 'lockedBy')
   if f[1] == 'processing' and f[2] == worker then
     redis.call('HSET', job_key, 'updatedAt', now_text, 'completedAt', now_text,
       'stepData', 'null', 'waitUntil', 'null', 'waitTokenId', 'null')
-    if ARGV[pos + 2 + 3 * k] == '1' then
-      redis.call('HSET', job_key, 'output', ARGV[pos + 3 + 3 * k])
+    if args(pos + 2 + 3 * k) == '1' then
+      redis.call('HSET', job_key, 'output', args(pos + 3 + 3 * k))
     end
     set_status(id, 'processing', 'completed')
     forget_prerequisites(id)
@@ -78,6 +89,9 @@ for _, id in ipairs(completed) do
   table.insert(reply, id)
 end
 if limit <= 0 then
+  if #completed > 0 then
+    keep_array_reply(reply)
+  end
   return reply
 end
 
@@ -97,7 +111,8 @@ if all_types then
   types = redis.call('SMEMBERS', P .. 'queue_types')
 end
 
--- What to do with a ready-queue head: 'claim', or 'moved' (it left the queue).
+-- What to do with a ready-queue head: 'claim', 'parked' (its group is at the limit) or
+-- 'moved' (it left the queue for where it belongs).
 local function examine(id, job_key, f)
   local status = f[1]
   if status ~= 'pending' and status ~= 'failed' and status ~= 'waiting' then
@@ -143,7 +158,7 @@ local function examine(id, job_key, f)
     local active = tonumber(redis.call('HGET', P .. 'group:active', f[6]) or '0')
     if active >= group_limit then
       redis.call('ZADD', P .. 'group_wait:' .. f[6], 0 - (tonumber(f[9]) or 0), queue_member(id))
-      return 'moved'
+      return 'parked'
     end
   end
   return 'claim'
@@ -224,15 +239,31 @@ while claimed < limit do
     redis.call('ZREM', key, member)
     local f = redis.call('HMGET', job_key, 'status', 'attempts', 'maxAttempts', 'runAt',
       'nextAttemptAt', 'groupId', 'waitTokenId', 'waitUntil', 'priority', 'startedAt')
-    if examine(id, job_key, f) == 'claim' then
+    local outcome = examine(id, job_key, f)
+    local returned = 0
+    if outcome == 'claim' then
       claim(id, job_key, f)
       claimed = claimed + 1
+    elseif outcome == 'moved' then
+      returned = pass_group_slot(f[6])
     end
     -- Stop at the limit, and after the last fetched head of a queue that may hold more
-    -- (its next entry could come before the other queues' remaining heads).
+    -- (its next entry could come before the other queues' remaining heads), or when a
+    -- parked job came back (it may come before them too).
+    if returned > 0 then
+      -- Its queue may have been found empty already, or (every type) not be listed.
+      exhausted_types = {}
+      if all_types then
+        types = redis.call('SMEMBERS', P .. 'queue_types')
+      end
+      break
+    end
     if claimed >= limit or last_of_full[member] then
       break
     end
   end
+end
+if #reply > 1 then
+  keep_array_reply(reply)
 end
 return reply

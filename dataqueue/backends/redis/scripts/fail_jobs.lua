@@ -1,7 +1,10 @@
 -- fail_jobs: record failed attempts of jobs this worker holds, atomically.
 --
 -- KEYS[1]  key prefix P
--- ARGV[1]  worker id
+-- ARGV[1]  caller id, ARGV[2] call token (RedisBackend._run_once): a retried call
+--          returns the first run's reply without acting again; the numbers below
+--          count from ARGV[3] (args(n) is ARGV[n + 2])
+-- args(1)  worker id
 -- then per failure 5 values:
 --   job id; the message as a JSON string literal (encoded by the client); failure
 --   reason ('' for none); seconds until the retry ('' when it failed for good, the
@@ -17,15 +20,21 @@
 -- deadLetterJobId}. Jobs that failed for good cancel their dependents (cascade).
 -- Returns per changed job: id, will retry ('1'|'0'), dead-letter job id (0: none).
 
-local worker = ARGV[1]
+local kept = kept_array_reply()
+if kept then
+  return kept
+end
+local n_args = #ARGV - 2
+
+local worker = args(1)
 local now = now_ms()
 local now_text = int_text(now)
 local reply = {}
 local seeds = {}
 
-for k = 2, #ARGV, 5 do
-  local id = ARGV[k]
-  local message_json, reason, delay, failed_at = ARGV[k + 1], ARGV[k + 2], ARGV[k + 3], ARGV[k + 4]
+for k = 2, n_args, 5 do
+  local id = args(k)
+  local message_json, reason, delay, failed_at = args(k + 1), args(k + 2), args(k + 3), args(k + 4)
   local job_key = P .. 'job:' .. id
   local f = redis.call('HMGET', job_key, 'status', 'lockedBy', 'errorHistory', 'jobType',
     'payload', 'attempts', 'maxAttempts', 'deadLetterJobType')
@@ -91,4 +100,7 @@ for k = 2, #ARGV, 5 do
   end
 end
 cascade(seeds, now)
+if #reply > 0 then
+  keep_array_reply(reply)
+end
 return reply

@@ -1,22 +1,30 @@
 -- reclaim: release the jobs of workers that are gone.
 --
 -- KEYS[1]  key prefix P
--- ARGV[1]  'abandoned' (jobs of registered workers only) or 'all'
--- ARGV[2]  ms a job of an unregistered worker may stay locked (with 'all')
--- ARGV[3]  the error message of a job that fails because it was reclaimed on its last
+-- ARGV[1]  caller id, ARGV[2] call token (RedisBackend._run_once): a retried call
+--          returns the first run's reply without acting again; the numbers below
+--          count from ARGV[3] (args(n) is ARGV[n + 2])
+-- args(1)  'abandoned' (jobs of registered workers only) or 'all'
+-- args(2)  ms a job of an unregistered worker may stay locked (with 'all')
+-- args(3)  the error message of a job that fails because it was reclaimed on its last
 --          attempt
 --
 -- A processing job locked by a registered worker (`P workers`) is released once its
 -- lockedAt is older than that worker's heartbeat timeout. With 'all', a job locked by
 -- an unregistered worker (e.g. upstream's Node.js processor) is released once locked
--- longer than max(ARGV[2], timeoutMs), and workers silent for an hour that hold no job
+-- longer than max(args(2), timeoutMs), and workers silent for an hour that hold no job
 -- are forgotten. A released job goes back to pending (locks cleared, due as before),
 -- or, on its last attempt, fails for good with reason timeout (W-RT-1) and a `failed`
 -- event. Cost: O(processing jobs + workers). Returns the number of jobs released.
 
-local mode = ARGV[1]
-local max_ms = tonumber(ARGV[2])
-local message = ARGV[3]
+local kept = call_reply()
+if kept then
+  return tonumber(kept)
+end
+
+local mode = args(1)
+local max_ms = tonumber(args(2))
+local message = args(3)
 local now = now_ms()
 local now_text = int_text(now)
 
@@ -84,5 +92,8 @@ if mode == 'all' then
       redis.call('HDEL', P .. 'workers', worker)
     end
   end
+end
+if count > 0 then
+  keep_call_reply(int_text(count))
 end
 return count

@@ -1,7 +1,10 @@
 -- release_jobs: give back claimed jobs that never started, as if never claimed.
 --
 -- KEYS[1]  key prefix P
--- ARGV[1]  worker id
+-- ARGV[1]  caller id, ARGV[2] call token (RedisBackend._run_once): a retried call
+--          returns the first run's reply without acting again; the numbers below
+--          count from ARGV[3] (args(n) is ARGV[n + 2])
+-- args(1)  worker id
 -- then pairs: job id, '1' if it was claimed from waiting (a resumed wait) else '0'
 --
 -- Only jobs with status processing and lockedBy = worker change. A resumed wait goes
@@ -9,12 +12,18 @@
 -- attempt its claim counted given back (and startedAt cleared if that claim set it).
 -- Locks are cleared; no event. Returns the ids released.
 
-local worker = ARGV[1]
+local kept = kept_array_reply()
+if kept then
+  return kept
+end
+local n_args = #ARGV - 2
+
+local worker = args(1)
 local now = now_ms()
 local now_text = int_text(now)
 local released = {}
-for k = 2, #ARGV, 2 do
-  local id, resumed = ARGV[k], ARGV[k + 1] == '1'
+for k = 2, n_args, 2 do
+  local id, resumed = args(k), args(k + 1) == '1'
   local job_key = P .. 'job:' .. id
   local f = redis.call('HMGET', job_key, 'status', 'lockedBy', 'attempts', 'runAt')
   if f[1] == 'processing' and f[2] == worker then
@@ -37,5 +46,8 @@ for k = 2, #ARGV, 2 do
     end
     table.insert(released, id)
   end
+end
+if #released > 0 then
+  keep_array_reply(released)
 end
 return released

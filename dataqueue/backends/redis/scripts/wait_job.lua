@@ -1,12 +1,15 @@
 -- wait_job: park a job this worker holds until a time or until a token settles.
 --
 -- KEYS[1]  key prefix P
--- ARGV[1]  worker id
--- ARGV[2]  job id
--- ARGV[3]  waitUntil ms, or '' (a token wait without a time)
--- ARGV[4]  token id, or '' (a time wait)
--- ARGV[5]  step data JSON
--- ARGV[6]  `waiting` event metadata JSON (built by the client)
+-- ARGV[1]  caller id, ARGV[2] call token (RedisBackend._run_once): a retried call
+--          returns the first run's reply without acting again; the numbers below
+--          count from ARGV[3] (args(n) is ARGV[n + 2])
+-- args(1)  worker id
+-- args(2)  job id
+-- args(3)  waitUntil ms, or '' (a token wait without a time)
+-- args(4)  token id, or '' (a time wait)
+-- args(5)  step data JSON
+-- args(6)  `waiting` event metadata JSON (built by the client)
 --
 -- Only when the job's status is processing and lockedBy = worker: status waiting,
 -- waitUntil, waitTokenId, stepData, locks cleared, updatedAt now, a `waiting` event;
@@ -16,8 +19,13 @@
 -- settled the job is due at once (no lost wake-up, W-TOK-2): this script and the
 -- token's completion cannot interleave. Returns 1 if the job changed, else 0.
 
-local worker, id = ARGV[1], ARGV[2]
-local wait_until, token = ARGV[3], ARGV[4]
+local kept = call_reply()
+if kept then
+  return tonumber(kept)
+end
+
+local worker, id = args(1), args(2)
+local wait_until, token = args(3), args(4)
 local job_key = P .. 'job:' .. id
 local f = redis.call('HMGET', job_key, 'status', 'lockedBy')
 if f[1] ~= 'processing' or f[2] ~= worker then
@@ -48,7 +56,7 @@ else
   until_value = wait_until
 end
 redis.call('HSET', job_key, 'waitUntil', until_value, 'waitTokenId', token_value,
-  'stepData', ARGV[5], 'lockedAt', 'null', 'lockedBy', 'null', 'updatedAt', now_text)
+  'stepData', args(5), 'lockedAt', 'null', 'lockedBy', 'null', 'updatedAt', now_text)
 set_status(id, 'processing', 'waiting')
 if settled then
   make_ready(id)
@@ -59,5 +67,6 @@ elseif tonumber(until_value) <= now then
 else
   redis.call('ZADD', P .. 'waiting', until_value, id)
 end
-add_event(id, 'waiting', now, ARGV[6])
+add_event(id, 'waiting', now, args(6))
+keep_call_reply('1')
 return 1
