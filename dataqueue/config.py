@@ -193,7 +193,7 @@ def build_connect_params(
 
 
 def create_engine(database_url: str | sa.URL | None = None, **database_config: Any) -> sa.Engine:
-    """Build the SQLAlchemy engine ``init_job_queue`` uses (upstream ``createPool``).
+    """Build the SQLAlchemy engine ``init_job_queue`` uses (``createPool`` in Node.js).
 
     Source of the connection, first match wins: ``database_url``; ``connection_string``;
     ``host``/``database`` (with ``port``, ``user``, ``password``); else the environment
@@ -208,8 +208,9 @@ def create_engine(database_url: str | sa.URL | None = None, **database_config: A
     inside a keyword string's ``options``) is removed from what libpq sees and set with
     ``SET search_path TO …`` on every new connection. Unquoted names fold to lower case and
     double-quoted names are kept exactly, as in PostgreSQL; every name is sent quoted, so no
-    value can inject SQL (upstream interpolated it unquoted). ``sslmode=no-verify`` (a
-    node-postgres value libpq rejects) becomes ``sslmode=require``.
+    value can inject SQL (the Node.js library interpolates it unquoted).
+    ``sslmode=no-verify`` (a node-postgres value libpq rejects) becomes
+    ``sslmode=require``.
 
     ``ssl`` (a dict; ``True`` means ``{}``; ``False``/``None`` mean not given): keys ``ca``,
     ``cert``, ``key``, ``reject_unauthorized``. A value starting with ``file://`` names a file
@@ -226,13 +227,15 @@ def create_engine(database_url: str | sa.URL | None = None, **database_config: A
     - ``pool_size`` / ``max`` (synonyms, default 10): connections kept open.
     - ``max_overflow`` (default 0): extra connections beyond ``pool_size``, so like
       node-postgres' ``max`` the pool size is a hard cap; -1 means unlimited.
-    - ``connection_timeout_millis``: seconds/1000 to wait for a free pooled connection
+    - ``connection_timeout_millis``: milliseconds to wait for a free pooled connection
       (``pool_timeout``) and libpq ``connect_timeout`` (rounded up to whole seconds); 0 waits
       forever. Default: 30 s for a pool slot, libpq's own connect timeout. Differs from
-      upstream (default wait forever) because an exhausted pool should fail loudly.
-    - ``idle_timeout_millis`` / ``pool_recycle`` (seconds; give one): SQLAlchemy recycles by
-      connection age at checkout, not idle time; 0 / -1 disable it. Default 300 s, a cheap
-      stand-in for upstream's 10 s idle close that does not reconnect on every poll.
+      the Node.js library (default wait forever) because an exhausted pool should fail
+      loudly.
+    - ``idle_timeout_millis`` (milliseconds) or ``pool_recycle`` (seconds), not both:
+      SQLAlchemy recycles by connection age at checkout, not idle time; 0 (or
+      ``pool_recycle=-1``) disables it. Default 300 s, a cheap
+      stand-in for node-postgres' 10 s idle close that does not reconnect on every poll.
     - ``min``: validated for compatibility and ignored (the pool opens connections lazily).
     - ``pool_pre_ping`` (default ``False``: it costs a round trip per checkout). Without
       it, a pooled connection the server closed while it sat idle (a restart,

@@ -33,9 +33,9 @@ croniter's hashed/random ``H``/``R``, ``L`` outside the two day fields, ``LW``, 
 ``5L`` (write ``5#L``), ``W`` in a list or range, and a day-of-week field mixing ``#`` items with
 plain days (``1,5#2``).
 
-Differences from upstream's croner: no seconds field; ``?`` means ``*`` (croner substitutes the
-current time's value); ``nW`` in a month shorter than n uses the month's last day
-(``31W`` in a February is the last weekday of February).
+Differences from croner (the Node.js dataqueue's cron library): no seconds field; ``?``
+means ``*`` (croner substitutes the current time's value); ``nW`` in a month shorter than
+n uses the month's last day (``31W`` in a February is the last weekday of February).
 
 Evaluation and daylight saving time
 -----------------------------------

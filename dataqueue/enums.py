@@ -15,7 +15,21 @@ class _StrEnum(str, enum.Enum):
 
 
 class JobStatus(_StrEnum):
-    """Where a job is in its life cycle."""
+    """Where a job is in its life cycle.
+
+    - ``pending``: waiting to be claimed (also before its ``run_at``, and while its
+      dependencies are unfinished).
+    - ``processing``: claimed by a worker; its handler runs.
+    - ``completed``: the handler returned. Final.
+    - ``failed``: the last attempt failed. The job is **not** final while
+      ``next_attempt_at`` is set: it runs again then. With no attempts left it has
+      failed for good (``next_attempt_at`` is None).
+    - ``cancelled``: cancelled before it ran (or while waiting). Final.
+    - ``waiting``: paused by ``ctx.wait_for``, ``ctx.wait_until`` or
+      ``ctx.wait_for_token``; it becomes due again when the wait ends.
+
+    :attr:`JobRecord.is_final` tells whether a job will run again by itself.
+    """
 
     PENDING = "pending"
     PROCESSING = "processing"
@@ -26,7 +40,13 @@ class JobStatus(_StrEnum):
 
 
 class JobEventType(_StrEnum):
-    """The kind of a row in ``job_events``."""
+    """The kind of a job event (see :class:`JobEvent` for each one's ``metadata``).
+
+    ``added`` (enqueued), ``processing`` (claimed), ``completed``, ``failed`` (one
+    attempt failed), ``cancelled``, ``retried`` (``retry_job``), ``edited``
+    (``edit_job``/``edit_all_pending_jobs``), ``prolonged`` (``ctx.prolong`` or an
+    ``on_timeout`` extension), ``waiting`` (a workflow wait began).
+    """
 
     ADDED = "added"
     PROCESSING = "processing"
@@ -40,7 +60,13 @@ class JobEventType(_StrEnum):
 
 
 class FailureReason(_StrEnum):
-    """Why a job's last attempt failed."""
+    """Why a job's last attempt failed (``JobRecord.failure_reason``).
+
+    ``timeout``: the attempt passed its ``timeout_ms`` (or the job was reclaimed on
+    its last attempt after its worker died). ``handler_error``: the handler raised.
+    ``no_handler``: a processor claiming every type (``job_type="*"``) had no
+    handler for it.
+    """
 
     TIMEOUT = "timeout"
     HANDLER_ERROR = "handler_error"

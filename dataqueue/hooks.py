@@ -118,7 +118,8 @@ def report_error(
     """Hand a loop-level error to ``on_error``, or log it with ``default_message``.
 
     A raising ``on_error`` is logged, never propagated. (Emitting the ``error`` event is
-    the caller's choice; see the matrix in SEMANTICS §3.6.)
+    the caller's choice: loop-level errors of processors and supervisors go to both,
+    handler failures to neither; they become ``job:failed``.)
     """
     if on_error is None:
         log.error("%s %s", default_message, error, exc_info=error)

@@ -151,7 +151,27 @@ def upgrade(
             config = alembic_config(connection=connection, schema=schema)
             alembic.command.upgrade(config, revision)
         return
+    engine = _engine_with_search_path(target)
+    if engine is not None:
+        try:
+            upgrade(engine, schema=schema, revision=revision)
+        finally:
+            engine.dispose()
+        return
     alembic.command.upgrade(alembic_config(target, schema=schema), revision)
+
+
+def _engine_with_search_path(target: str | None) -> sa.Engine | None:
+    """An engine for a URL that sets ``search_path`` (``?search_path=`` or
+    ``options=-c search_path=...``), which the queue accepts and psycopg does not: its
+    connections get that search path, so the tables land where the queue looks for
+    them. None for any other URL."""
+    from dataqueue.config import create_engine
+
+    resolved = target or database_url_from_env()
+    if resolved is None or "search_path" not in resolved:
+        return None
+    return create_engine(resolved, pool_size=1)
 
 
 def downgrade(
@@ -168,6 +188,13 @@ def downgrade(
             config = alembic_config(connection=connection, schema=schema)
             alembic.command.downgrade(config, revision)
         return
+    engine = _engine_with_search_path(target)
+    if engine is not None:
+        try:
+            downgrade(engine, schema=schema, revision=revision)
+        finally:
+            engine.dispose()
+        return
     alembic.command.downgrade(alembic_config(target, schema=schema), revision)
 
 
@@ -183,7 +210,9 @@ def current_revision(
     resolved = target or database_url_from_env()
     if resolved is None:
         raise ConfigurationError(f"No database configured: {_MISSING_URL_HINT}")
-    engine = sa.create_engine(sqlalchemy_url(resolved), poolclass=sa.NullPool)
+    engine = _engine_with_search_path(resolved) or sa.create_engine(
+        sqlalchemy_url(resolved), poolclass=sa.NullPool
+    )
     try:
         with engine.connect() as connection:
             return _read_revision(connection, schema)

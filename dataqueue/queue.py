@@ -134,10 +134,12 @@ class JobQueue:
 
         Events and the payload each listener receives (a dict, except for ``error``):
 
-        - ``job:added``: ``{"job_id", "job_type"}``, once per id ``add_job``/``add_jobs``
-          returned, also for an idempotent duplicate (the existing id); with ``db=``
-          when the call returns, before your transaction commits. Not for jobs
-          enqueued by cron schedules or dead-letter routing.
+        - ``job:added``: ``{"job_id", "job_type"}`` for each job ``add_job``/``add_jobs``
+          wrote; not for an idempotent duplicate, nor for jobs enqueued by cron
+          schedules or dead-letter routing. With ``db=`` it fires once your
+          transaction commits (SQLAlchemy ``Connection``/``Session``, Django's
+          connection) and never after a rollback; on a raw DB-API connection
+          (psycopg), which has no commit hook, when the call returns.
         - ``job:processing``, ``job:completed``, ``job:waiting``:
           ``{"job_id", "job_type"}``.
         - ``job:failed``: ``{"job_id", "job_type", "error", "will_retry"}``; ``error``
@@ -219,7 +221,10 @@ class JobQueue:
 
         Args:
             handlers: Job type to handler. A handler that raises fails the attempt;
-                what it returns (JSON) becomes the job's output.
+                what it returns (JSON) becomes the job's output. Plain functions run
+                on the worker threads; ``async def`` handlers run on the processor's
+                event loop, each still taking one of the ``concurrency`` slots, and
+                are cancelled (``asyncio.CancelledError``) at their deadline.
             worker_id: Written to ``locked_by`` of the jobs it claims. Default
                 ``worker-`` plus 7 random characters.
             batch_size: Most jobs claimed per claim (at least 1).

@@ -37,7 +37,61 @@ def _json_ready(value: Any) -> Any:
 
 @attrs.frozen
 class JobRecord:
-    """A row of ``job_queue``. Datetimes are timezone-aware UTC."""
+    """A job as stored (a row of ``job_queue``). Datetimes are timezone-aware, in UTC.
+
+    Attributes:
+        id: The job's id (increasing).
+        job_type: Which handler runs it.
+        payload: The handler's input, as decoded JSON.
+        status: ``pending``, ``processing``, ``completed``, ``failed`` (also while it
+            waits for a retry: see ``next_attempt_at`` and :attr:`is_final`),
+            ``cancelled`` or ``waiting`` (paused by a workflow wait).
+        created_at: When it was enqueued (the database's clock).
+        updated_at: Last change of the row.
+        locked_at: When the current (or last) worker claimed it; refreshed by that
+            worker's heartbeats while it runs.
+        locked_by: The worker id of that worker.
+        attempts: How many times it was claimed to run (a resumed wait does not
+            count).
+        max_attempts: The attempt budget (default 3).
+        next_attempt_at: For a ``failed`` job: when its retry is due; None when it
+            failed for good.
+        priority: Higher runs first.
+        run_at: Not claimed before this.
+        pending_reason: Why a job did not run: a dependent cancelled because a
+            prerequisite failed or was cancelled holds the text
+            ``{"rootJobId":<id>,"dependencyCascade":true}``. Cleared when claimed.
+        error_history: One ``{"message": str, "timestamp": str}`` per failed attempt,
+            oldest first (timestamps ISO-8601 UTC with milliseconds).
+        timeout_ms: Per-attempt deadline in milliseconds, or None.
+        force_kill_on_timeout: The handler runs in a child process killed at the
+            deadline.
+        failure_reason: Reason of the last failure: ``timeout``, ``handler_error`` or
+            ``no_handler``; kept after a later success.
+        completed_at: When it completed.
+        started_at: When it was first claimed.
+        last_retried_at: Last manual retry, or last claim of a second or later attempt.
+        last_failed_at: When the last attempt failed.
+        last_cancelled_at: When it was cancelled.
+        tags: Its tags, or None.
+        idempotency_key: Its key, or None.
+        wait_until: While ``waiting`` on a time: when it resumes.
+        wait_token_id: While ``waiting`` on a token: the token's id.
+        step_data: Results of completed ``ctx.run`` steps and the state of waits;
+            ``{}`` for a new job, None once completed.
+        progress: The last ``ctx.set_progress`` value (0 to 100), or None.
+        output: The handler's result (or the last ``ctx.set_output`` value), or None.
+        retry_delay: Base retry delay in seconds, or None (see ``add_job``).
+        retry_backoff: Exponential (True/None) or fixed (False) retry delay.
+        retry_delay_max: Cap of the retry delay in seconds, or None.
+        dead_letter_job_type: Where a final failure is routed, or None.
+        dead_lettered_at: When the dead-letter job was enqueued.
+        dead_letter_job_id: The id of that dead-letter job.
+        group_id: The ``group`` id, or None.
+        group_tier: The ``group`` tier (stored, no behaviour).
+        depends_on_job_ids: Prerequisite job ids, or None.
+        depends_on_tags: Tag barrier, or None.
+    """
 
     id: int
     job_type: str
@@ -110,7 +164,28 @@ class JobRecord:
 
 @attrs.frozen
 class JobEvent:
-    """A row of ``job_events``; ``metadata`` keeps upstream's camelCase keys."""
+    """Something that happened to a job (a row of ``job_events``).
+
+    Events are written in the same transaction as the change they record. ``metadata``
+    keeps the camelCase keys the Node.js dataqueue writes, by ``event_type``:
+
+    - ``added``: ``{"jobType", "payload"}`` plus ``"tags"``, ``"idempotencyKey"`` and
+      ``"dependsOn"`` when given; for a dead-letter job ``{"jobType", "sourceJobId",
+      "sourceJobType"}``.
+    - ``failed``: ``{"message", "failureReason", "deadLetterJobId"}``.
+    - ``cancelled``: None, or ``{"rootJobId", "dependencyCascade": true}`` when a
+      prerequisite's failure or cancellation cancelled the job.
+    - ``edited``: the fields given to the edit, camelCase (``{"priority": 5}``).
+    - ``waiting``: ``{"waitUntil", "waitTokenId"}``.
+    - ``processing``, ``completed``, ``retried``, ``prolonged``: None.
+
+    Attributes:
+        id: The event's id.
+        job_id: The job it belongs to.
+        event_type: What happened.
+        created_at: When (UTC).
+        metadata: Details, as above.
+    """
 
     id: int
     job_id: int
@@ -129,7 +204,11 @@ class JobEvent:
 
 @attrs.frozen
 class JobGroup:
-    """Concurrency group of a job. ``tier`` is stored but has no behaviour."""
+    """Concurrency group of a job (``add_job(group=...)``).
+
+    Processors created with ``group_concurrency=N`` run at most N jobs with the same
+    ``id`` at once, across all processors. ``tier`` is stored but has no behaviour.
+    """
 
     id: str
     tier: str | None = None
@@ -137,7 +216,13 @@ class JobGroup:
 
 @attrs.frozen
 class DependsOn:
-    """Prerequisites of a job: ids that must complete, and tags that must drain."""
+    """Prerequisites of a job (``add_job(depends_on=...)``).
+
+    The job runs only when every job in ``job_ids`` has completed and no other
+    pending, processing or waiting job carries all of ``tags``. In ``add_jobs``,
+    ``job_ids`` may hold :func:`dataqueue.batch_dep_ref` placeholders for earlier
+    entries of the same batch.
+    """
 
     job_ids: list[int] | None = None
     tags: list[str] | None = None
@@ -145,7 +230,12 @@ class DependsOn:
 
 @attrs.define
 class JobOptions:
-    """One job for :meth:`JobQueue.add_jobs`; the fields are ``add_job``'s arguments."""
+    """One job for :meth:`JobQueue.add_jobs`.
+
+    The fields are the arguments of :meth:`JobQueue.add_job`, with the same defaults
+    and meaning (``max_attempts`` 3; ``timeout_ms`` in milliseconds; ``retry_delay``
+    and ``retry_delay_max`` in seconds). A mapping with the same keys works too.
+    """
 
     job_type: str
     payload: Any
@@ -166,7 +256,19 @@ class JobOptions:
 
 @attrs.frozen
 class WaitpointRecord:
-    """A row of ``waitpoints``: a token a job can wait on."""
+    """A token a job can wait on (a row of ``waitpoints``), from ``get_token``.
+
+    Attributes:
+        id: ``wp_`` followed by a UUID.
+        job_id: The job that created it with ``ctx.create_token``, or None for a token
+            made with ``queue.create_token``.
+        status: ``waiting``, ``completed`` or ``timed_out``.
+        output: The data passed to ``complete_token``, or None.
+        timeout_at: When it times out, or None.
+        created_at: When it was created.
+        completed_at: When it was completed (not set on timeout).
+        tags: Its tags, or None.
+    """
 
     id: str
     job_id: int | None
@@ -180,14 +282,22 @@ class WaitpointRecord:
 
 @attrs.frozen
 class WaitToken:
-    """A token created by ``create_token``; pass ``id`` to whoever completes it."""
+    """A token created by ``create_token``; pass ``id`` to whoever completes it.
+
+    A job waits on it with ``ctx.wait_for_token(token.id)``; a web request or another
+    job resumes that job with ``queue.complete_token(token.id, data)``.
+    """
 
     id: str
 
 
 @attrs.frozen
 class WaitTokenResult:
-    """How a token wait ended: ``ok`` with ``output``, or not ok with ``error``."""
+    """How a token wait ended, returned by ``ctx.wait_for_token``.
+
+    ``ok=True`` with the ``output`` given to ``complete_token``, or ``ok=False`` with
+    ``error="Token timed out"``.
+    """
 
     ok: bool
     output: Any = None
@@ -196,7 +306,36 @@ class WaitTokenResult:
 
 @attrs.frozen
 class CronScheduleRecord:
-    """A row of ``cron_schedules``. Datetimes are timezone-aware UTC."""
+    """A cron schedule (a row of ``cron_schedules``). Datetimes are timezone-aware UTC.
+
+    The job fields are copied to every job the schedule enqueues; they mean what the
+    arguments of :meth:`JobQueue.add_job` of the same name mean.
+
+    Attributes:
+        id: The schedule's id.
+        schedule_name: Its unique name.
+        cron_expression: The 5-field expression (or nickname such as ``@daily``).
+        job_type: Job field: the type of the jobs it enqueues.
+        payload: Job field: their payload.
+        max_attempts: Job field (default 3).
+        priority: Job field.
+        timeout_ms: Job field, in milliseconds.
+        force_kill_on_timeout: Job field.
+        tags: Job field.
+        timezone: The IANA time zone the expression is evaluated in.
+        allow_overlap: False: an occurrence is skipped while the previous job is
+            still pending, processing or waiting.
+        status: ``active`` or ``paused``.
+        last_enqueued_at: When an occurrence was last handled (also when skipped).
+        last_job_id: The id of the last job it enqueued.
+        next_run_at: The next occurrence, or None if it never fires again.
+        created_at: When the schedule was created.
+        updated_at: Last change.
+        retry_delay: Job field, in seconds.
+        retry_backoff: Job field.
+        retry_delay_max: Job field, in seconds.
+        dead_letter_job_type: Job field.
+    """
 
     id: int
     schedule_name: str

@@ -1,4 +1,4 @@
-"""When a failed job runs again: the retry delay formulas of upstream dataqueue.
+"""When a failed job runs again: the retry delay formulas of the Node.js dataqueue.
 
 Pure functions; the processor passes the result to the backend, which stores
 ``next_attempt_at = now + delay`` using the database clock.
@@ -32,9 +32,10 @@ def retry_delay_seconds(
     - exhausted (``attempts >= max_attempts``): None;
     - legacy (no retry field set): ``2**attempts`` minutes, no jitter;
     - exponential (backoff None or True): ``min(cap, base * 2**attempts) * (0.5 + 0.5 * jitter)``
-      with ``base = retry_delay or 60`` and ``cap = retry_delay_max or no cap``; the cap
-      bounds the delay after jitter;
-    - fixed (backoff False): ``retry_delay or 60`` seconds.
+      with ``base = retry_delay`` (60 when None; 0 retries at once) and
+      ``cap = retry_delay_max`` (no cap when None); the cap bounds the delay after
+      jitter;
+    - fixed (backoff False): ``retry_delay`` seconds (60 when None).
     """
     if attempts >= max_attempts:
         return None

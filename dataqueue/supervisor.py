@@ -32,7 +32,15 @@ _serial = itertools.count(1)
 
 @attrs.frozen
 class SupervisorRunResult:
-    """What one maintenance run did (a failed task counts 0)."""
+    """What one maintenance run did (a task that failed or is disabled counts 0).
+
+    Attributes:
+        reclaimed_jobs: Jobs of dead workers put back to pending (or failed for good
+            when on their last attempt).
+        cleaned_up_jobs: Completed jobs deleted.
+        cleaned_up_events: Events deleted.
+        expired_tokens: Tokens timed out (their waiting jobs resume with ``ok=False``).
+    """
 
     reclaimed_jobs: int = 0
     cleaned_up_jobs: int = 0
@@ -55,7 +63,15 @@ def _bool(value: Any, name: str) -> bool:
 
 
 class Supervisor:
-    """Maintenance loop. Create it with ``queue.create_supervisor``."""
+    """Maintenance loop. Create it with ``queue.create_supervisor``.
+
+    One run does, in this order, each task isolated from the others' failures:
+    reclaim jobs of workers that stopped heartbeating (and of non-heartbeating
+    workers locked longer than the stuck-job limit), delete old completed jobs,
+    delete old events, expire timed-out tokens. A failing task is passed to
+    ``on_error`` and the queue's ``error`` hook. Every task is a guarded statement,
+    so several supervisors (in several processes or machines) may run at once.
+    """
 
     def __init__(
         self,

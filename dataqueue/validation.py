@@ -430,7 +430,11 @@ def _tags_filter(value: Any) -> tuple[tuple[str, ...], TagMatch]:
 
 
 def build_filter(filters: Mapping[str, Any] | None, *, allow_cursor: bool = True) -> JobFilter:
-    """Validate a ``filters`` mapping (see API.md §4).
+    """Validate a ``filters`` mapping of ``get_jobs`` and the bulk operations.
+
+    Keys: ``job_type``, ``priority``, ``run_at`` (a datetime, or a mapping of ``gt``,
+    ``gte``, ``lt``, ``lte``, ``eq``), ``tags`` (``{"values": [...], "mode": ...}``) and,
+    when ``allow_cursor``, ``cursor``.
 
     ``job_type=""`` is ignored; a tag filter with no values is ignored. Unknown keys,
     text with a NUL character or a surrogate, and a ``cursor`` that is no job id (1 to

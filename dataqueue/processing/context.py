@@ -42,11 +42,15 @@ def token_result(status: str, output: Any) -> dict[str, Any] | None:
 
 
 class JobContext:
-    """What a running handler can do besides computing its result.
+    """What a running handler can do besides computing its result: the ``ctx`` argument.
 
-    Writes (progress, output, prolong) are best-effort: a database error is logged,
-    not raised. They only reach the job while this worker still owns it, so a handler
-    that outlived its timeout cannot change the job any more (W-TO-1, W-LOCK-1).
+    A handler receives it when it takes three positional parameters
+    ``(payload, signal, ctx)``. It is only valid during that call.
+
+    Writes (progress, output, steps, prolong) are best-effort: a database error is
+    logged, not raised. They only reach the job while this worker still owns it, so a
+    handler that outlived its timeout cannot change the job any more (W-TO-1,
+    W-LOCK-1).
     """
 
     def __init__(self, processor: Processor, execution: Execution) -> None:
@@ -58,10 +62,12 @@ class JobContext:
 
     @property
     def job_id(self) -> int:
+        """The running job's id."""
         return self._execution.job.id
 
     @property
     def job_type(self) -> str:
+        """The running job's type."""
         return self._execution.job.job_type
 
     @property

@@ -674,3 +674,23 @@ def test_downgrade_forgets_upstreams_migrations(fresh_database_url: str) -> None
 def test_schema_option_records_them_in_that_schema(fresh_database_url: str) -> None:
     upgrade(fresh_database_url, schema="jobs")
     assert _upstream_rows(fresh_database_url, "jobs") == list(UPSTREAM_MIGRATIONS)
+
+
+def test_url_with_search_path_migrates_where_the_queue_looks(fresh_database_url: str) -> None:
+    # The queue accepts ?search_path=; `dataqueue migrate` with the same URL used to fail
+    # with psycopg's 'invalid connection option "search_path"'.
+    with connect(fresh_database_url) as conn:
+        conn.exec_driver_sql("CREATE SCHEMA jobs")
+        conn.commit()
+    url = make_url(fresh_database_url).update_query_dict({"search_path": "jobs"})
+    text = url.render_as_string(hide_password=False)
+    upgrade(text)
+    assert current_revision(text) == HEAD
+    assert ("jobs", "job_queue") in user_tables(fresh_database_url)
+    import dataqueue as dq
+
+    with dq.init_job_queue(text) as queue:
+        job_id = queue.add_job("t", {})
+        assert queue.get_job(job_id) is not None
+    downgrade(text)
+    assert ("jobs", "job_queue") not in user_tables(fresh_database_url)
