@@ -314,3 +314,18 @@ def test_reclaim_with_zero_minutes_is_refused(pg_queue: dq.JobQueue, engine: sa.
         pg_queue.reclaim_stuck_jobs(0)
     job = pg_queue.get_job(job_id)
     assert job is not None and job.status == "processing"
+
+
+def test_raising_max_attempts_makes_an_exhausted_job_claimable_again(queue: dq.JobQueue) -> None:
+    def boom(payload: Any) -> None:
+        raise RuntimeError("boom")
+
+    job_id = queue.add_job("t", {}, max_attempts=3, retry_delay=3600)
+    assert queue.create_processor({"t": boom}).start() == 1  # attempt 1 fails
+    assert queue.retry_job(job_id)  # pending again, 1 attempt used
+    assert queue.edit_job(job_id, max_attempts=1)  # exhausted: never claimed
+    assert queue.create_processor({"t": lambda p: "ran"}).start() == 0
+    assert queue.edit_job(job_id, max_attempts=2)
+    assert queue.create_processor({"t": lambda p: "ran"}).start() == 1
+    job = queue.get_job(job_id)
+    assert job is not None and (job.status, job.attempts, job.output) == ("completed", 2, "ran")

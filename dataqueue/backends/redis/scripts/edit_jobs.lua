@@ -59,7 +59,8 @@ for k = 0, n - 1 do
   if field == 'runAt' and value == '' then
     value = now_text
   end
-  if field == 'runAt' or field == 'priority' then
+  -- maxAttempts too: a raised limit makes an exhausted job claimable again.
+  if field == 'runAt' or field == 'priority' or field == 'maxAttempts' then
     replaces_place = true
   end
   table.insert(fields, field)
