@@ -148,8 +148,12 @@ end
 -- True when a job's dependencies allow it to run (as on PostgreSQL, §2.3): every
 -- prerequisite that still exists is completed, and no other active (pending,
 -- processing, waiting) job has all of its dependsOnTags (`P active_tag:<t>` sets).
-local function dependencies_met(id)
-  local f = redis.call('HMGET', P .. 'job:' .. id, 'dependsOnJobIds', 'dependsOnTags')
+-- `known`, when given, holds the job's {dependsOnJobIds, dependsOnTags} fields as read.
+local function dependencies_met(id, known)
+  local f = known or redis.call('HMGET', P .. 'job:' .. id, 'dependsOnJobIds', 'dependsOnTags')
+  if is_null(f[1]) and is_null(f[2]) then
+    return true
+  end
   for _, dep in ipairs(decode_list(f[1])) do
     local status = redis.call('HGET', P .. 'job:' .. int_text(dep), 'status')
     if status and status ~= 'completed' then
@@ -185,18 +189,23 @@ local ACTIVE = {pending = true, processing = true, waiting = true}
 -- what depends on the status consistent: the active-tag sets (tag barriers), the
 -- processing count per group (`P group:active`, W-GRP-1), and the jobs that wait for
 -- this one (blocked dependents are re-checked when it completes or stops being active).
-local function set_status(id, old, new)
+-- `known`, when given, holds fields the caller read: known.group (the groupId field as
+-- read) and known.tags (the tags field as read); the status field is then left to the
+-- caller's own HSET when known.status_written.
+local function set_status(id, old, new, known)
   local job_key = P .. 'job:' .. id
   if old then
     redis.call('SREM', P .. 'status:' .. old, id)
   end
   redis.call('SADD', P .. 'status:' .. new, id)
-  redis.call('HSET', job_key, 'status', new)
+  if not (known and known.status_written) then
+    redis.call('HSET', job_key, 'status', new)
+  end
   if old == new then
     return
   end
   local was_active, is_active = ACTIVE[old] or false, ACTIVE[new] or false
-  if was_active ~= is_active then
+  if was_active ~= is_active and not (known and known.tags ~= nil and is_null(known.tags)) then
     local tags = redis.call('SMEMBERS', job_key .. ':tags')
     for _, tag in ipairs(tags) do
       if is_active then
@@ -214,7 +223,12 @@ local function set_status(id, old, new)
     end
   end
   if old == 'processing' or new == 'processing' then
-    local group = redis.call('HGET', job_key, 'groupId')
+    local group
+    if known and known.group ~= nil then
+      group = known.group
+    else
+      group = redis.call('HGET', job_key, 'groupId')
+    end
     if not is_null(group) then
       if new == 'processing' then
         redis.call('HINCRBY', P .. 'group:active', group, 1)
@@ -238,8 +252,8 @@ end
 
 -- A job that will never run again (completed or cancelled) leaves the dependent sets
 -- of its prerequisites (`P dep:<id>`, `P tagdep:<tag>`).
-local function forget_prerequisites(id)
-  local f = redis.call('HMGET', P .. 'job:' .. id, 'dependsOnJobIds', 'dependsOnTags')
+local function forget_prerequisites(id, known)
+  local f = known or redis.call('HMGET', P .. 'job:' .. id, 'dependsOnJobIds', 'dependsOnTags')
   for _, dep in ipairs(decode_list(f[1])) do
     redis.call('SREM', P .. 'dep:' .. int_text(dep), id)
   end

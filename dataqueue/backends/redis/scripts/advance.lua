@@ -46,9 +46,28 @@
 
 local PROMOTE = 1000
 
-local kept = kept_array_reply()
+-- A retried call (same token) gets the first run's reply, rebuilt from the ids it kept:
+-- 'completed ids|claimed id:resumed ...' (the claimed jobs' fields are read again; they
+-- are still this worker's).
+local CLAIM_FIELDS = {'jobType', 'payload', 'attempts', 'maxAttempts', 'timeoutMs',
+  'forceKillOnTimeout', 'retryDelay', 'retryBackoff', 'retryDelayMax', 'stepData', 'groupId'}
+local kept = call_reply()
 if kept then
-  return kept
+  local done_text, claimed_text = string.match(kept, '^([^|]*)|(.*)$')
+  local replay = {0}
+  for id in string.gmatch(done_text, '[^,]+') do
+    table.insert(replay, id)
+  end
+  replay[1] = #replay - 1
+  for id, resumed in string.gmatch(claimed_text, '(%d+):(%d)') do
+    local c = redis.call('HMGET', P .. 'job:' .. id, unpack(CLAIM_FIELDS))
+    table.insert(replay, id)
+    for n = 1, #c do
+      table.insert(replay, c[n])
+    end
+    table.insert(replay, resumed)
+  end
+  return replay
 end
 
 local worker = args(1)
@@ -70,15 +89,20 @@ local m = tonumber(args(pos))
 for k = 0, m - 1 do
   local id = args(pos + 1 + 3 * k)
   local job_key = P .. 'job:' .. id
-  local f = redis.call('HMGET', job_key, 'status', 'lockedBy')
+  local f = redis.call('HMGET', job_key, 'status', 'lockedBy', 'groupId', 'tags',
+    'dependsOnJobIds', 'dependsOnTags')
   if f[1] == 'processing' and f[2] == worker then
-    redis.call('HSET', job_key, 'updatedAt', now_text, 'completedAt', now_text,
-      'stepData', 'null', 'waitUntil', 'null', 'waitTokenId', 'null')
+    local fields = {'status', 'completed', 'updatedAt', now_text, 'completedAt', now_text,
+      'stepData', 'null', 'waitUntil', 'null', 'waitTokenId', 'null'}
     if args(pos + 2 + 3 * k) == '1' then
-      redis.call('HSET', job_key, 'output', args(pos + 3 + 3 * k))
+      table.insert(fields, 'output')
+      table.insert(fields, args(pos + 3 + 3 * k))
     end
-    set_status(id, 'processing', 'completed')
-    forget_prerequisites(id)
+    redis.call('HSET', job_key, unpack(fields))
+    set_status(id, 'processing', 'completed', {status_written = true, group = f[3], tags = f[4]})
+    if not (is_null(f[5]) and is_null(f[6])) then
+      forget_prerequisites(id, {f[5], f[6]})
+    end
     add_event(id, 'completed', now, nil)
     table.insert(completed, id)
   end
@@ -88,10 +112,14 @@ local reply = {#completed}
 for _, id in ipairs(completed) do
   table.insert(reply, id)
 end
-if limit <= 0 then
-  if #completed > 0 then
-    keep_array_reply(reply)
+local claimed_kept = {}
+local function keep_reply()
+  if #completed > 0 or #claimed_kept > 0 then
+    keep_call_reply(table.concat(completed, ',') .. '|' .. table.concat(claimed_kept, ','))
   end
+end
+if limit <= 0 then
+  keep_reply()
   return reply
 end
 
@@ -150,7 +178,7 @@ local function examine(id, job_key, f)
       end
     end
   end
-  if not dependencies_met(id) then
+  if not dependencies_met(id, {f[11], f[12]}) then
     redis.call('SADD', P .. 'blocked', id)
     return 'moved'
   end
@@ -183,17 +211,20 @@ local function claim(id, job_key, f)
     table.insert(fields, 'startedAt')
     table.insert(fields, now_text)
   end
+  table.insert(fields, 'status')
+  table.insert(fields, 'processing')
   redis.call('HSET', job_key, unpack(fields))
-  set_status(id, status, 'processing')
+  set_status(id, status, 'processing', {status_written = true, group = f[6], tags = f[13]})
   add_event(id, 'processing', now, nil)
-  local c = redis.call('HMGET', job_key, 'jobType', 'payload', 'maxAttempts', 'timeoutMs',
-    'forceKillOnTimeout', 'retryDelay', 'retryBackoff', 'retryDelayMax', 'stepData', 'groupId')
   local resumed_flag = '0'
   if resumed then
     resumed_flag = '1'
   end
-  for _, value in ipairs({id, c[1], c[2], int_text(attempts), c[3], c[4], c[5], c[6], c[7],
-      c[8], c[9], c[10], resumed_flag}) do
+  -- f[14..] were read with the head: jobType, payload, timeoutMs, forceKillOnTimeout,
+  -- retryDelay, retryBackoff, retryDelayMax, stepData.
+  table.insert(claimed_kept, id .. ':' .. resumed_flag)
+  for _, value in ipairs({id, f[14], f[15], int_text(attempts), f[3], f[16], f[17], f[18],
+      f[19], f[20], f[21], f[6], resumed_flag}) do
     table.insert(reply, value)
   end
 end
@@ -237,8 +268,11 @@ while claimed < limit do
     local id = int_text(member)
     local job_key = P .. 'job:' .. id
     redis.call('ZREM', key, member)
+    -- Everything a claim needs, in one read (most heads are claimed).
     local f = redis.call('HMGET', job_key, 'status', 'attempts', 'maxAttempts', 'runAt',
-      'nextAttemptAt', 'groupId', 'waitTokenId', 'waitUntil', 'priority', 'startedAt')
+      'nextAttemptAt', 'groupId', 'waitTokenId', 'waitUntil', 'priority', 'startedAt',
+      'dependsOnJobIds', 'dependsOnTags', 'tags', 'jobType', 'payload', 'timeoutMs',
+      'forceKillOnTimeout', 'retryDelay', 'retryBackoff', 'retryDelayMax', 'stepData')
     local outcome = examine(id, job_key, f)
     local returned = 0
     if outcome == 'claim' then
@@ -263,7 +297,5 @@ while claimed < limit do
     end
   end
 end
-if #reply > 1 then
-  keep_array_reply(reply)
-end
+keep_reply()
 return reply
