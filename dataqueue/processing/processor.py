@@ -227,18 +227,21 @@ class Processor:
 
     # -- public API -----------------------------------------------------------------
 
-    def start(self) -> int:
-        """Process one batch in the calling thread (serverless/cron style).
+    def start(self, *, inline: bool = False) -> int:
+        """Process one batch now and return how many jobs were claimed (serverless/cron style).
 
         Runs the before-claim hooks, claims up to ``batch_size`` jobs, runs them with up
         to ``concurrency`` threads, stores every outcome and returns the number claimed.
         Heartbeats keep the claimed jobs' locks fresh meanwhile. Independent of
         background mode: it never starts or stops the loop (W-API-9).
+
+        ``inline=True`` runs the handlers one after another in the calling thread (tests:
+        a handler then sees the caller's thread-local state, such as a Flask app context).
         """
         with self._cond:
             self._oneshots += 1
         try:
-            return self._run_once()
+            return self._run_once(inline=inline)
         finally:
             with self._cond:
                 self._oneshots -= 1
@@ -517,7 +520,7 @@ class Processor:
 
     # -- one-shot -------------------------------------------------------------------
 
-    def _run_once(self) -> int:
+    def _run_once(self, *, inline: bool = False) -> int:
         self._run_before_claim()
         outage = Outage(lambda exc: self._report(exc, event=True))
         try:
@@ -546,10 +549,14 @@ class Processor:
         executions = [Execution(job, collect) for job in claimed]
         with self._cond:
             self._held.update((e.job.id, e) for e in executions)
-        pool = WorkerPool(
-            f"dataqueue-worker-{self.worker_id}-once",
-            min(self.concurrency, len(claimed)),
-            self._run_job,
+        pool = (
+            None
+            if inline
+            else WorkerPool(
+                f"dataqueue-worker-{self.worker_id}-once",
+                min(self.concurrency, len(claimed)),
+                self._run_job,
+            )
         )
         beat = self._oneshot_heartbeat(outage)
         try:
@@ -558,11 +565,15 @@ class Processor:
                     "job:processing",
                     {"job_id": execution.job.id, "job_type": execution.job.job_type},
                 )
-                pool.submit(execution)
+                if pool is None:
+                    self._run_job(execution)
+                else:
+                    pool.submit(execution)
             self._store_until_settled(executions, outcomes, done, outage)
         finally:
             beat.stop()
-            pool.shutdown()
+            if pool is not None:
+                pool.shutdown()
             self._event_loop.close()
         with self._cond:
             drained = not self._held and not self._running

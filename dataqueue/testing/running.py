@@ -123,11 +123,10 @@ def run_until_idle(
     """Process due jobs of ``handlers``' types until none is due; return what ran.
 
     Jobs run one at a time, highest priority and oldest first, each through the queue's
-    processor in one-shot mode (``queue.create_processor(handlers).start()``): the call
-    returns only when every run has been stored, and leaves no processor running. The
-    handler is called on a short-lived worker thread of that one-shot call while this
-    thread waits, so thread-local state of the test (an application context, a scoped
-    session) is not visible to it: give handlers what they need explicitly. Jobs that
+    processor in one-shot mode (``queue.create_processor(handlers).start(inline=True)``):
+    the call returns only when every run has been stored, and leaves no processor
+    running. Handlers run in the calling thread, so they see the test's thread-local
+    state (a Flask application context, a scoped session). Jobs that
     handlers enqueue run too, if they are due. Cron schedules that are due are enqueued
     first, as a processor does. Jobs of other types are left alone.
 
@@ -166,7 +165,7 @@ def run_until_idle(
     ran = 0
     with recorder.listening(queue):
         while ran < max_jobs:
-            claimed = processor.start()
+            claimed = processor.start(inline=True)  # handlers run in this thread
             ran += claimed
             recorder.raise_processor_error()
             if raise_on_failure:

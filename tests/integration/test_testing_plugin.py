@@ -496,3 +496,21 @@ def test_template_databases_close_drops_what_is_left(pg_admin_url: str) -> None:
 def test_template_databases_rejects_an_unsafe_prefix(pg_admin_url: str) -> None:
     with pytest.raises(ValueError, match="name_prefix"):
         TemplateDatabases(pg_admin_url, name_prefix='x"; DROP')
+
+
+def test_run_until_idle_runs_handlers_in_the_calling_thread(
+    pg_queue: dq.JobQueue,
+) -> None:
+    import threading
+
+    from dataqueue.testing import run_until_idle
+
+    seen: list[str] = []
+    local = threading.local()
+    local.marker = "test thread"
+    pg_queue.add_jobs([{"job_type": "t", "payload": n} for n in range(2)])
+    result = run_until_idle(
+        pg_queue, {"t": lambda p: seen.append(getattr(local, "marker", "another thread"))}
+    )
+    assert len(result.completed) == 2
+    assert seen == ["test thread", "test thread"]
