@@ -2,6 +2,10 @@
 
     python bench/pickup.py                      # embedded PostgreSQL (pgserver)
     python bench/pickup.py --database-url postgresql://postgres@127.0.0.1/postgres
+    python bench/pickup.py --redis-url redis://127.0.0.1:6379/14
+
+With ``--redis-url`` the same scenarios run on the Redis backend, under a key prefix
+of their own (``{dq_bench_pickup_<random>}:``) whose keys are deleted afterwards.
 
 Scenarios, each with one idle background processor at the default settings
 (``poll_interval`` 5 s, ``batch_size`` 10, ``concurrency`` 3):
@@ -9,8 +13,8 @@ Scenarios, each with one idle background processor at the default settings
 - pickup: ``add_job`` -> handler start, over ``--samples`` jobs added at random gaps
   (so they land anywhere in the poll cycle); measured from just before ``add_job``
   is called, so the enqueue itself (~1 ms) is included, and (``after_commit``) from
-  the moment ``add_job`` returned. With LISTEN/NOTIFY wake-ups
-  (the default) and, for comparison, with ``listen=False`` (polling only; fewer
+  the moment ``add_job`` returned. With wake-ups (LISTEN/NOTIFY, Redis pub/sub; the
+  default) and, for comparison, with ``listen=False`` (polling only; fewer
   samples, it takes ``poll_interval`` / 2 per job on average).
 - scheduled: jobs added with ``run_at`` 200-700 ms ahead; lateness = handler start -
   ``run_at``. A negative figure would mean a job started early.
@@ -31,7 +35,9 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +91,60 @@ def _figures(values_ms: list[float]) -> dict[str, float]:
     }
 
 
+def _redis_prefix(queue: dq.JobQueue) -> str:
+    return str(queue._backend.prefix)  # type: ignore[attr-defined]
+
+
+def empty_store(queue: dq.JobQueue) -> None:
+    """Delete every job: truncate the tables, or the keys under the Redis prefix."""
+    try:
+        client = queue.get_redis_client()
+    except dq.UnsupportedOperationError:
+        _embedded.truncate_tables(queue.get_engine())
+        return
+    keys = list(client.scan_iter(match=_redis_prefix(queue) + "*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+
+
+def redis_server_info(queue: dq.JobQueue) -> dict[str, str]:
+    """The Redis version and the settings that decide write cost."""
+    client = queue.get_redis_client()
+    info = client.info("server")
+    persistence = client.info("persistence")
+    return {
+        "redis_version": str(info["redis_version"]),
+        "appendonly": str(persistence.get("aof_enabled")),
+        "appendfsync": str(client.config_get("appendfsync").get("appendfsync", "?")),
+        "prefix": _redis_prefix(queue),
+    }
+
+
+@contextmanager
+def redis_queue(url: str) -> Iterator[dq.JobQueue]:
+    """A Redis queue under a fresh key prefix, whose keys are deleted afterwards."""
+    prefix = "{dq_bench_pickup_" + uuid.uuid4().hex[:10] + "}:"
+    queue = dq.init_job_queue(backend="redis", redis_url=url, key_prefix=prefix)
+    try:
+        yield queue
+    finally:
+        empty_store(queue)
+        queue.close()
+
+
+@contextmanager
+def postgres_queue(url: str | None) -> Iterator[dq.JobQueue]:
+    """A PostgreSQL queue on a scratch database (see ``_embedded.bench_database``)."""
+    with _embedded.bench_database(url, prefix="dq_bench_pickup") as database_url:
+        queue = dq.init_job_queue(database_url)
+        try:
+            yield queue
+        finally:
+            queue.close()
+
+
 def run_pickup(queue: dq.JobQueue, samples: int, *, listen: bool) -> dict[str, Any]:
-    _embedded.truncate_tables(queue.get_engine())
+    empty_store(queue)
     starts = _Starts()
     processor = queue.create_processor({"probe": starts.record}, listen=listen)
     processor.start_in_background()
@@ -109,7 +167,7 @@ def run_pickup(queue: dq.JobQueue, samples: int, *, listen: bool) -> dict[str, A
 
 
 def run_scheduled(queue: dq.JobQueue, samples: int) -> dict[str, Any]:
-    _embedded.truncate_tables(queue.get_engine())
+    empty_store(queue)
     starts = _Starts()
     processor = queue.create_processor({"probe": starts.record})
     processor.start_in_background()
@@ -130,7 +188,7 @@ def run_scheduled(queue: dq.JobQueue, samples: int) -> dict[str, Any]:
 
 
 def run_retry(queue: dq.JobQueue, samples: int) -> dict[str, Any]:
-    _embedded.truncate_tables(queue.get_engine())
+    empty_store(queue)
     starts = _Starts()
     processor = queue.create_processor({"probe": starts.record_flaky})
     processor.start_in_background()
@@ -155,6 +213,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _embedded.add_database_argument(parser)
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="run on the Redis backend of this server instead of PostgreSQL, e.g. "
+        "redis://127.0.0.1:6379/14 (keys under a fresh prefix, deleted afterwards)",
+    )
     parser.add_argument("--samples", type=int, default=100, help="jobs per scenario (100)")
     parser.add_argument(
         "--poll-samples",
@@ -167,11 +231,20 @@ def main() -> None:
     # The retry scenario's first attempts fail on purpose; their tracebacks are noise.
     logging.getLogger("dataqueue.processor").setLevel(logging.CRITICAL)
     report: dict[str, Any] = {}
-    url = _embedded.resolve_database_url(args.database_url)
-    with _embedded.bench_database(url, prefix="dq_bench_pickup") as database_url:
-        queue = dq.init_job_queue(database_url)
-        report["server"] = _embedded.server_info(queue.get_engine())
+    if args.redis_url:
+        store = redis_queue(args.redis_url)
+    else:
+        store = postgres_queue(_embedded.resolve_database_url(args.database_url))
+    with store as queue:
+        if args.redis_url:
+            report["backend"] = "redis"
+            report["server"] = redis_server_info(queue)
+        else:
+            report["backend"] = "postgres"
+            report["server"] = _embedded.server_info(queue.get_engine())
         report["cpus"] = _embedded.cpu_count()
+        if not args.json:
+            print(f"{report['backend']}: {json.dumps(report['server'])}", flush=True)
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("pickup", lambda: run_pickup(queue, args.samples, listen=True)),
             ("scheduled_lateness", lambda: run_scheduled(queue, args.samples)),
@@ -185,7 +258,6 @@ def main() -> None:
             report[name] = step()
             if not args.json:
                 print(f"{name}: {json.dumps(report[name])}", flush=True)
-        queue.close()
     if args.json:
         print(json.dumps(report, indent=2))
 

@@ -221,7 +221,17 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
         metavar="MS",
         help="ms between maintenance runs (60000)",
     )
-    parser.add_argument("--verbose", action="store_true", help="log what the worker does")
+    parser.add_argument(
+        "--verbose", action="store_true", help="log what the worker does (same as --log-level INFO)"
+    )
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING (default), ERROR or CRITICAL: the least severe records "
+        "logged to stderr (default: DATAQUEUE_LOG_LEVEL, else WARNING; the worker's own "
+        "start/stop lines always show)",
+    )
     parser.set_defaults(handler=_run_worker)
 
 
@@ -246,11 +256,32 @@ def _worker_settings(args: argparse.Namespace) -> dict[str, object]:
     return settings
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> int:
+    name = value.strip().upper()
+    if name not in _LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"invalid log level {value!r}; expected one of {', '.join(_LOG_LEVELS)}"
+        )
+    level: int = getattr(logging, name)
+    return level
+
+
+def _env_log_level() -> int | None:
+    value = os.environ.get("DATAQUEUE_LOG_LEVEL", "").strip()
+    return _log_level(value) if value else None
+
+
 def _run_worker(args: argparse.Namespace) -> int:
     from dataqueue.worker import run_worker
 
+    level = (
+        args.log_level or _env_log_level() or (logging.INFO if args.verbose else logging.WARNING)
+    )
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -311,7 +342,12 @@ def _add_demo_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
             "'dataqueue[embedded]') that is deleted afterwards."
         ),
     )
-    parser.add_argument("--database-url", metavar="URL")
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL to run the demo on (default: DATAQUEUE_DATABASE_URL, else an "
+        "embedded PostgreSQL)",
+    )
     parser.add_argument("--no-dashboard", action="store_true", help="exit after the demo")
     _add_serving_arguments(parser)
     parser.set_defaults(handler=_run_demo)
@@ -352,11 +388,21 @@ def _add_dashboard_command(
             "login). MODULE:HANDLERS names the handlers the Process jobs button runs."
         ),
     )
-    parser.add_argument("handlers", metavar="MODULE:HANDLERS")
-    parser.add_argument("--database-url", metavar="URL")
+    parser.add_argument(
+        "handlers",
+        metavar="MODULE:HANDLERS",
+        help="the handler mapping the Process jobs button runs, e.g. myapp.jobs:HANDLERS",
+    )
+    parser.add_argument(
+        "--database-url", metavar="URL", help="PostgreSQL URL (default: DATAQUEUE_DATABASE_URL)"
+    )
     _add_redis_arguments(parser)
     _add_serving_arguments(parser)
-    parser.add_argument("--base-path", default="/")
+    parser.add_argument(
+        "--base-path",
+        default="/",
+        help="URL path the dashboard is served under (default: /)",
+    )
     parser.set_defaults(handler=_run_dashboard)
 
 
@@ -378,7 +424,9 @@ def _add_redis_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     """``--host``, ``--port`` and ``--allowed-host`` of the commands that serve the dashboard."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    parser.add_argument("--port", type=positive_int, default=8080, help="default: 8080")
+    parser.add_argument(
+        "--port", type=positive_int, default=8080, help="port to listen on (default: 8080)"
+    )
     parser.add_argument(
         "--allowed-host",
         action="append",

@@ -1,8 +1,12 @@
-"""Wake-ups on PostgreSQL: LISTEN/NOTIFY on enqueue, and timed wake-ups for scheduled jobs.
+"""Wake-ups: pushed on enqueue (PostgreSQL LISTEN/NOTIFY, Redis pub/sub) and timed for
+scheduled jobs.
 
-Real PostgreSQL, real threads and processes. Every processor here polls once a minute,
-so a job that starts within a second was started by a wake-up, not by a poll. The
-bounds are generous (the machine is shared); ``bench/pickup.py`` measures tight figures.
+Tests that take the ``queue`` fixture run on both backends; the PostgreSQL mechanics
+(NOTIFY payloads, channels, ``schema=``, poolers) use ``pg_queue``, and the Redis ones
+live in ``test_redis_wakeups.py``. Real servers, real threads and processes. Every
+processor here polls once a minute, so a job that starts within a second was started
+by a wake-up, not by a poll. The bounds are generous (the machine is shared);
+``bench/pickup.py`` measures tight figures.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import dataqueue as dq
 from dataqueue.backends.postgres.notify import DEFAULT_CHANNEL, default_channel
 from tests.conftest import libpq_url, run_sql
 from tests.integration.worker_runner import WorkerProcess
+
+pytestmark = pytest.mark.all_backends
 
 MINUTE_MS = 60_000
 #: A wake-up must beat a one-minute poll by far; scheduled starts must be close to time.
@@ -71,9 +77,47 @@ def _wait_for_listener(engine: sa.Engine, other_than: int | None = None) -> int:
     pytest.fail("no processor is listening")
 
 
+def _is_redis(queue: dq.JobQueue) -> bool:
+    try:
+        queue.get_redis_client()
+    except dq.UnsupportedOperationError:
+        return False
+    return True
+
+
+def _listeners(queue: dq.JobQueue) -> int:
+    """How many connections listen for the wake-ups of ``queue``'s store."""
+    if not _is_redis(queue):
+        return len(_listening_pids(queue.get_engine()))
+    client = queue.get_redis_client()
+    channel = queue._backend.keys.wakeup  # type: ignore[attr-defined]
+    [(_, count)] = client.pubsub_numsub(channel)
+    return int(count)
+
+
+def _wait_for_listeners(queue: dq.JobQueue) -> None:
+    deadline = time.monotonic() + 10
+    while not _listeners(queue):
+        if time.monotonic() > deadline:
+            pytest.fail("no processor is listening")
+        time.sleep(0.02)
+
+
 @pytest.fixture
-def processor(pg_queue: dq.JobQueue, engine: sa.Engine, starts: Starts) -> Iterator[dq.Processor]:
+def processor(queue: dq.JobQueue, starts: Starts) -> Iterator[dq.Processor]:
     """A listening processor that polls once a minute, started and listening."""
+    proc = queue.create_processor({"t": starts.record}, poll_interval=MINUTE_MS)
+    proc.start_in_background()
+    _wait_for_listeners(queue)
+    yield proc
+    proc.stop_and_drain(5000)
+
+
+@pytest.fixture
+def pg_processor(
+    pg_queue: dq.JobQueue, engine: sa.Engine, starts: Starts
+) -> Iterator[dq.Processor]:
+    """:func:`processor` on PostgreSQL only (for the tests of LISTEN connections)."""
     proc = pg_queue.create_processor({"t": starts.record}, poll_interval=MINUTE_MS)
     proc.start_in_background()
     _wait_for_listener(engine)
@@ -158,7 +202,7 @@ def test_dead_letter_notifies(pg_queue: dq.JobQueue, raw_listener: psycopg.Conne
 
 
 def test_commit_wakes_a_listening_processor(
-    pg_queue: dq.JobQueue, engine: sa.Engine, processor: dq.Processor, starts: Starts
+    pg_queue: dq.JobQueue, engine: sa.Engine, pg_processor: dq.Processor, starts: Starts
 ) -> None:
     with engine.begin() as conn:
         pg_queue.add_job("t", {"n": 1}, db=conn)
@@ -171,28 +215,30 @@ def test_commit_wakes_a_listening_processor(
 
 
 def test_poll_interval_of_a_minute_still_picks_up_at_once(
-    pg_queue: dq.JobQueue, processor: dq.Processor, starts: Starts
+    queue: dq.JobQueue, processor: dq.Processor, starts: Starts
 ) -> None:
     for n in range(5):
         added = time.time()
-        pg_queue.add_job("t", {"n": n})
+        queue.add_job("t", {"n": n})
         started = starts.wait(n, PICKUP_BOUND)
         assert started is not None, f"job {n} was not picked up"
         assert started - added < PICKUP_BOUND
 
 
 def test_run_at_a_second_ahead_starts_on_time(
-    pg_queue: dq.JobQueue, processor: dq.Processor, starts: Starts
+    queue: dq.JobQueue, processor: dq.Processor, starts: Starts
 ) -> None:
+    # The job is scheduled while the processor idles: the enqueue's wake-up makes it ask
+    # for the next due time again (both backends wake on a scheduled job too).
     run_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
-    pg_queue.add_job("t", {"n": 1}, run_at=run_at)
+    queue.add_job("t", {"n": 1}, run_at=run_at)
     started = starts.wait(1, 5)
     assert started is not None, "the scheduled job did not start"
     lateness = started - run_at.timestamp()
     assert -0.01 < lateness < SCHEDULE_BOUND
 
 
-def test_retry_starts_at_its_next_attempt_time(pg_queue: dq.JobQueue, engine: sa.Engine) -> None:
+def test_retry_starts_at_its_next_attempt_time(queue: dq.JobQueue) -> None:
     attempts: list[float] = []
     done = threading.Event()
 
@@ -202,20 +248,20 @@ def test_retry_starts_at_its_next_attempt_time(pg_queue: dq.JobQueue, engine: sa
             raise RuntimeError("first attempt fails")
         done.set()
 
-    proc = pg_queue.create_processor({"t": flaky}, poll_interval=MINUTE_MS, listen=False)
-    job_id = pg_queue.add_job("t", {}, retry_delay=1, retry_backoff=False)
+    proc = queue.create_processor({"t": flaky}, poll_interval=MINUTE_MS, listen=False)
+    job_id = queue.add_job("t", {}, retry_delay=1, retry_backoff=False)
     proc.start_in_background()
     try:
         assert done.wait(5), "the retry did not start"
     finally:
         proc.stop_and_drain(5000)
-    job = pg_queue.get_job(job_id)
+    job = queue.get_job(job_id)
     assert job is not None and job.last_failed_at is not None
     lateness = attempts[1] - (job.last_failed_at.timestamp() + 1)
     assert lateness < SCHEDULE_BOUND
 
 
-def test_wait_resumes_at_its_time(pg_queue: dq.JobQueue) -> None:
+def test_wait_resumes_at_its_time(queue: dq.JobQueue) -> None:
     runs: list[float] = []
     done = threading.Event()
 
@@ -224,10 +270,10 @@ def test_wait_resumes_at_its_time(pg_queue: dq.JobQueue) -> None:
         ctx.wait_for(seconds=1)
         done.set()
 
-    proc = pg_queue.create_processor({"w": waits}, poll_interval=MINUTE_MS)
+    proc = queue.create_processor({"w": waits}, poll_interval=MINUTE_MS)
     proc.start_in_background()
     try:
-        pg_queue.add_job("w", {})
+        queue.add_job("w", {})
         assert done.wait(5), "the wait did not resume"
     finally:
         proc.stop_and_drain(5000)
@@ -235,13 +281,13 @@ def test_wait_resumes_at_its_time(pg_queue: dq.JobQueue) -> None:
 
 
 def test_terminated_listening_connection_is_reopened(
-    pg_queue: dq.JobQueue, engine: sa.Engine, processor: dq.Processor, starts: Starts
+    pg_queue: dq.JobQueue, engine: sa.Engine, pg_processor: dq.Processor, starts: Starts
 ) -> None:
     [old] = _listening_pids(engine)
     run_sql(engine, "SELECT pg_terminate_backend(:pid)", pid=old)
     new = _wait_for_listener(engine, other_than=old)
     assert new != old
-    assert processor.is_running()
+    assert pg_processor.is_running()
     added = time.time()
     pg_queue.add_job("t", {"n": 1})
     started = starts.wait(1, PICKUP_BOUND)
@@ -250,7 +296,7 @@ def test_terminated_listening_connection_is_reopened(
 
 
 def test_jobs_enqueued_while_the_listener_was_away_are_claimed_on_reconnect(
-    pg_queue: dq.JobQueue, engine: sa.Engine, processor: dq.Processor, starts: Starts
+    pg_queue: dq.JobQueue, engine: sa.Engine, pg_processor: dq.Processor, starts: Starts
 ) -> None:
     [old] = _listening_pids(engine)
     # Terminated and the job added at once: its notification finds nobody listening.
@@ -259,26 +305,24 @@ def test_jobs_enqueued_while_the_listener_was_away_are_claimed_on_reconnect(
     assert starts.wait(1, 5) is not None
 
 
-def test_with_listen_off_polling_still_works(
-    pg_queue: dq.JobQueue, engine: sa.Engine, starts: Starts
-) -> None:
-    proc = pg_queue.create_processor({"t": starts.record}, poll_interval=100, listen=False)
+def test_with_listen_off_polling_still_works(queue: dq.JobQueue, starts: Starts) -> None:
+    proc = queue.create_processor({"t": starts.record}, poll_interval=100, listen=False)
     proc.start_in_background()
     try:
-        pg_queue.add_job("t", {"n": 1})
+        queue.add_job("t", {"n": 1})
         assert starts.wait(1, 5) is not None
-        assert _listening_pids(engine) == []
+        assert _listeners(queue) == 0
     finally:
         proc.stop_and_drain(5000)
 
 
 def test_stopped_processor_leaves_no_listener_behind(
-    engine: sa.Engine, processor: dq.Processor
+    queue: dq.JobQueue, processor: dq.Processor
 ) -> None:
     processor.stop_and_drain(5000)
     assert not [t for t in threading.enumerate() if t.name.startswith("dataqueue-listener-")]
     deadline = time.monotonic() + 5
-    while _listening_pids(engine):
+    while _listeners(queue):
         assert time.monotonic() < deadline, "the listening connection was not closed"
         time.sleep(0.02)
 

@@ -142,6 +142,8 @@ local function place_pending(id, run_at, now)
     make_ready(id)
   else
     redis.call('ZADD', P .. 'delayed', run_at, id)
+    -- Processors sleep until the earliest due time they know of: tell them.
+    wake(redis.call('HGET', P .. 'job:' .. id, 'jobType'))
   end
 end
 
@@ -316,6 +318,7 @@ local function insert_job(job, deps, now)
     make_ready(id_text)
   else
     redis.call('ZADD', P .. 'delayed', run_at, id_text)
+    wake(job[1])  -- processors sleep until the earliest due time they know of
   end
   local meta = job[20]
   if #deps > 0 or job[18] ~= 'null' then

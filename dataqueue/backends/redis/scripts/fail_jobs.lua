@@ -60,6 +60,7 @@ for k = 2, n_args, 5 do
     local dead_letter_id = '0'
     if delay ~= '' then
       redis.call('ZADD', P .. 'retry', next_attempt, id)
+      wake(f[4])  -- processors sleep until the earliest due time they know of
     else
       table.insert(seeds, id)
       if not is_null(f[8]) then

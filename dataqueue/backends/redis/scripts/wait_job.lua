@@ -66,6 +66,7 @@ elseif tonumber(until_value) <= now then
   make_ready(id)
 else
   redis.call('ZADD', P .. 'waiting', until_value, id)
+  wake(redis.call('HGET', job_key, 'jobType'))  -- the earliest due time may have changed
 end
 add_event(id, 'waiting', now, args(6))
 keep_call_reply('1')
