@@ -819,9 +819,11 @@ class JobQueue:
         return len(ids)
 
     def cleanup_old_jobs(self, days_to_keep: int = 30, batch_size: int = 1000) -> int:
-        """Delete completed jobs not updated for ``days_to_keep`` days, in batches.
+        """Delete finished jobs not updated for ``days_to_keep`` days, in batches.
 
-        Their events and tokens go with them. Returns the number deleted.
+        Finished: completed, cancelled, or failed with no retry left (a job waiting for
+        a retry is kept). Their events and tokens go with them. Returns the number
+        deleted.
         """
         days = _days_to_keep(days_to_keep)
         return self._backend.cleanup_old_jobs(

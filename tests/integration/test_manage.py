@@ -224,17 +224,30 @@ def test_cancel_all_upcoming_jobs_behaves_like_cancel_job(
     assert (remaining[untagged], remaining[waiting]) == ("pending", "waiting")
 
 
-def test_cleanup_old_jobs_deletes_only_old_completed_jobs_in_batches(queue: dq.JobQueue) -> None:
+def test_cleanup_old_jobs_deletes_old_finished_jobs_in_batches(queue: dq.JobQueue) -> None:
+    # Finished: completed, cancelled, failed for good (W-UB-7); a job waiting for its
+    # retry is kept, whatever its age.
     old = queue.add_jobs([{"job_type": "t", "payload": i} for i in range(5)])
     recent = queue.add_job("t", {})
     old_failed = queue.add_job("t", {})
+    old_cancelled = queue.add_job("t", {})
+    retrying = queue.add_job("r", {}, retry_delay=3600)
+
+    def boom(payload: Any) -> None:
+        raise RuntimeError("boom")
+
+    assert queue.create_processor({"r": boom}).start() == 1
+    assert queue.cancel_job(old_cancelled)
     for job_id in old:
         force_job(queue, job_id, status="completed", updated_days_ago=31)
     force_job(queue, recent, status="completed")
     force_job(queue, old_failed, status="failed", updated_days_ago=90)
-    assert queue.cleanup_old_jobs(days_to_keep=30, batch_size=2) == 5
-    assert {j.id for j in queue.get_all_jobs()} == {recent, old_failed}
+    force_job(queue, old_cancelled, updated_days_ago=40)
+    force_job(queue, retrying, updated_days_ago=90)
+    assert queue.cleanup_old_jobs(days_to_keep=30, batch_size=2) == 7
+    assert {j.id for j in queue.get_all_jobs()} == {recent, retrying}
     assert queue.get_job_events(old[0]) == []  # events cascade
+    assert queue.get_job_events(old_cancelled) == []
 
 
 def test_cleanup_old_job_events_deletes_in_batches(queue: dq.JobQueue) -> None:

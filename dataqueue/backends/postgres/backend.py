@@ -527,14 +527,28 @@ class PostgresBackend:
 
     def cleanup_old_jobs(self, days_to_keep: int, batch_size: int) -> int:
         cutoff = sa.func.now() - sa.func.make_interval(0, 0, 0, days_to_keep)
-        batch = (
+        completed = (
             sa.select(jq.c.id)
             .where(jq.c.status == "completed", jq.c.updated_at < cutoff)
             .order_by(jq.c.updated_at)
             .limit(batch_size)
             .with_for_update(skip_locked=True)
         )
-        return self._delete_in_batches(sa.delete(jq).where(jq.c.id.in_(batch)), batch_size)
+        total = self._delete_in_batches(sa.delete(jq).where(jq.c.id.in_(completed)), batch_size)
+        # Finished for good too (W-UB-7): cancelled jobs and failed ones with no retry
+        # left. Fewer rows than completed ones; the status index finds them.
+        for final in (
+            jq.c.status == "cancelled",
+            sa.and_(jq.c.status == "failed", jq.c.next_attempt_at.is_(None)),
+        ):
+            batch = (
+                sa.select(jq.c.id)
+                .where(final, jq.c.updated_at < cutoff)
+                .limit(batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            total += self._delete_in_batches(sa.delete(jq).where(jq.c.id.in_(batch)), batch_size)
+        return total
 
     def cleanup_old_job_events(self, days_to_keep: int, batch_size: int) -> int:
         cutoff = sa.func.now() - sa.func.make_interval(0, 0, 0, days_to_keep)

@@ -393,17 +393,21 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
         )
 
     def cleanup_old_jobs(self, days_to_keep: int, batch_size: int) -> int:
-        return self._scan_script("cleanup_jobs", days_to_keep, batch_size)
+        # Finished for good: completed, cancelled, failed with no retry left (W-UB-7).
+        return sum(
+            self._scan_script("cleanup_jobs", days_to_keep, batch_size, status)
+            for status in ("completed", "cancelled", "failed")
+        )
 
     def cleanup_old_job_events(self, days_to_keep: int, batch_size: int) -> int:
         return self._scan_script("cleanup_events", days_to_keep, batch_size)
 
-    def _scan_script(self, name: str, days_to_keep: int, batch_size: int) -> int:
+    def _scan_script(self, name: str, days_to_keep: int, batch_size: int, *extra: str) -> int:
         """Run a cleanup script over one SSCAN/ZSCAN step at a time until the scan ends."""
         total = 0
         cursor = "0"
         while True:
-            next_cursor, deleted = self._run(name, cursor, batch_size, days_to_keep)
+            next_cursor, deleted = self._run(name, cursor, batch_size, days_to_keep, *extra)
             total += int(deleted)
             cursor = _text(next_cursor)
             if cursor == "0":

@@ -1,9 +1,11 @@
--- cleanup_jobs: delete old completed jobs found by one SSCAN step of `P status:completed`.
+-- cleanup_jobs: delete old finished jobs found by one SSCAN step of `P status:<status>`.
 --
 -- KEYS[1]  key prefix P
 -- ARGV[1]  SSCAN cursor ('0' to start)
 -- ARGV[2]  SSCAN COUNT hint (the batch size)
 -- ARGV[3]  days to keep: jobs whose updatedAt is older than now - days are deleted
+-- ARGV[4]  the status: completed, cancelled, or failed (only jobs failed for good:
+--          nextAttemptAt null; W-UB-7)
 --
 -- A deleted job leaves nothing behind (W-UB-7): its hash, tag set, events, idempotency
 -- key (if it still names this job), its memberships of status/type/tag/all sets and of
@@ -12,16 +14,19 @@
 
 local now = now_ms()
 local cutoff = now - tonumber(ARGV[3]) * 86400000
-local scan = redis.call('SSCAN', P .. 'status:completed', ARGV[1], 'COUNT', ARGV[2])
+local wanted = ARGV[4]
+local scan = redis.call('SSCAN', P .. 'status:' .. wanted, ARGV[1], 'COUNT', ARGV[2])
 local deleted = 0
 for _, id in ipairs(scan[2]) do
   local job_key = P .. 'job:' .. id
   local f = redis.call('HMGET', job_key, 'status', 'updatedAt', 'jobType', 'idempotencyKey',
-    'dependsOnJobIds', 'dependsOnTags')
-  if f[1] ~= 'completed' then
+    'dependsOnJobIds', 'dependsOnTags', 'nextAttemptAt')
+  if f[1] ~= wanted then
     if f[1] == false then
-      redis.call('SREM', P .. 'status:completed', id)  -- a stale member
+      redis.call('SREM', P .. 'status:' .. wanted, id)  -- a stale member
     end
+  elseif wanted == 'failed' and not is_null(f[7]) then
+    -- a retry is scheduled: not finished
   elseif tonumber(f[2]) and tonumber(f[2]) < cutoff then
     for _, tag in ipairs(redis.call('SMEMBERS', job_key .. ':tags')) do
       redis.call('SREM', P .. 'tag:' .. tag, id)
@@ -37,7 +42,7 @@ for _, id in ipairs(scan[2]) do
       redis.call('DEL', P .. 'idempotency:' .. f[4])
     end
     redis.call('SREM', P .. 'type:' .. f[3], id)
-    redis.call('SREM', P .. 'status:completed', id)
+    redis.call('SREM', P .. 'status:' .. wanted, id)
     redis.call('ZREM', P .. 'all', id)
     unplace(id)
     redis.call('DEL', job_key, job_key .. ':tags', P .. 'events:' .. id, P .. 'dep:' .. id)
