@@ -40,12 +40,15 @@ whose filtered fields change in between is still changed under its old values.
 Writes: ``add_jobs`` is one script for the whole batch, O(batch). ``cancel_job`` and
 its dependency cascade are one script, O(dependents reached) through the
 ``P dep:<id>``/``P tagdep:<tag>`` indexes (never a scan of pending jobs).
-``cleanup_old_jobs`` runs one script per ``SSCAN`` step of ``P status:completed``
-(``batch_size`` is the COUNT hint); ``cleanup_old_job_events`` one script per ``ZSCAN``
-step of ``P all``, reading only the old head of each job's event list.
+``cleanup_old_jobs`` runs one script per ``SSCAN`` step of ``P status:completed``,
+``P status:cancelled`` and ``P status:failed`` (``batch_size`` is the COUNT hint);
+``cleanup_old_job_events`` one script per ``ZSCAN`` step of ``P all``, reading only the
+old head of each job's event list.
 
-Processing, tokens and cron are not implemented on Redis yet: those methods raise
-:class:`UnsupportedOperationError`.
+Processing: ``advance`` completes a worker's finished jobs and claims the next ones in
+one script, O(log n) per job looked at (see ``scripts/_lib.lua`` for where a job lives
+by status and how jobs that cannot be claimed are parked). Tokens, cron and wake-ups
+live in :mod:`.tokens`, :mod:`.cron` and :mod:`.wakeups`.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ from dataqueue.backends.redis.tokens import RedisTokens
 from dataqueue.backends.redis.wakeups import RedisWakeups
 from dataqueue.enums import JobStatus, TagMatch
 from dataqueue.errors import ConfigurationError, JobDependencyError, UnsupportedOperationError
-from dataqueue.records import JobEvent, JobRecord
+from dataqueue.records import JobEvent, JobRecord, iso_text
 from dataqueue.validation import JobFilter, NewJob
 
 logger = logging.getLogger("dataqueue.redis")
@@ -524,11 +527,7 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
         token_id: str | None,
         step_data_json: str,
     ) -> bool:
-        until_text = (
-            None
-            if wait_until is None
-            else wait_until.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-        )
+        until_text = None if wait_until is None else iso_text(wait_until)
         meta = json.dumps({"waitUntil": until_text, "waitTokenId": token_id}, ensure_ascii=False)
         changed = self._run_once(
             "wait_job",
