@@ -190,7 +190,15 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
         script = self._scripts[name]
         caller = f"{self._process_token}:{threading.get_ident()}"
         token = uuid.uuid4().hex
-        return retrying(lambda: script(keys=[self.prefix], args=[caller, token, *args]))
+        tries = [0]
+
+        def call() -> Any:
+            # 'f' marks the first try (no kept reply to look for), 'r' a retry.
+            marked = ("r" if tries[0] else "f") + token
+            tries[0] += 1
+            return script(keys=[self.prefix], args=[caller, marked, *args])
+
+        return retrying(call)
 
     # -- enqueue --------------------------------------------------------------------
 

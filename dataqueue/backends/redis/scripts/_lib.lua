@@ -474,9 +474,18 @@ local function args(n)
   return ARGV[n + 2]
 end
 
+-- ARGV[2] is 'f<token>' on a call's first try and 'r<token>' on its retries: a first
+-- try cannot have a kept reply, so it skips the read.
+local function call_token()
+  return string.sub(ARGV[2], 2)
+end
+
 local function call_reply()
+  if string.sub(ARGV[2], 1, 1) ~= 'r' then
+    return nil
+  end
   local kept = redis.call('GET', P .. 'call:' .. ARGV[1])
-  local token = ARGV[2]
+  local token = call_token()
   if kept and string.sub(kept, 1, #token + 1) == token .. '|' then
     return string.sub(kept, #token + 2)
   end
@@ -484,13 +493,9 @@ local function call_reply()
 end
 
 local function keep_call_reply(text)
-  redis.call('SET', P .. 'call:' .. ARGV[1], ARGV[2] .. '|' .. text, 'EX', 60)
+  redis.call('SET', P .. 'call:' .. ARGV[1], call_token() .. '|' .. text, 'EX', 60)
 end
 
--- The same for scripts whose reply is an array (of strings, numbers and false):
--- kept_array_reply() is the first run's reply (nil: this is the first run), and
--- keep_array_reply(reply) keeps it. A script keeps its reply only when it changed
--- something: running again a call that changed nothing is as good as replaying it.
 local function kept_array_reply()
   local kept = call_reply()
   if kept then

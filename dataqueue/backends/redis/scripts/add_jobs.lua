@@ -21,14 +21,8 @@
 
 -- A reply kept for a retry of the same call (see RedisBackend._run_once): `P call:<caller>`
 -- holds '<token>|<reply text>' for 60 s.
-local CALLER, CALL_TOKEN = ARGV[1], ARGV[2]
-local function previous_reply()
-  local kept = redis.call('GET', P .. 'call:' .. CALLER)
-  if kept and string.sub(kept, 1, #CALL_TOKEN + 1) == CALL_TOKEN .. '|' then
-    return string.sub(kept, #CALL_TOKEN + 2)
-  end
-  return nil
-end
+local CALLER, CALL_TOKEN = ARGV[1], call_token()
+local previous_reply = call_reply
 local function keep_reply(text)
   redis.call('SET', P .. 'call:' .. CALLER, CALL_TOKEN .. '|' .. text, 'EX', 60)
 end

@@ -17,14 +17,8 @@
 
 -- A reply kept for a retry of the same call: `P call:<caller>` holds
 -- '<call token>|<expired>,<examined>' for 60 s (as in add_jobs.lua).
-local CALLER, CALL_TOKEN = ARGV[1], ARGV[2]
-local function previous_reply()
-  local kept = redis.call('GET', P .. 'call:' .. CALLER)
-  if kept and string.sub(kept, 1, #CALL_TOKEN + 1) == CALL_TOKEN .. '|' then
-    return string.sub(kept, #CALL_TOKEN + 2)
-  end
-  return nil
-end
+local CALLER, CALL_TOKEN = ARGV[1], call_token()
+local previous_reply = call_reply
 
 -- Same as in complete_token.lua (helpers shared by scripts belong in _lib.lua, which
 -- this script's author does not own).
