@@ -125,7 +125,11 @@ def test_job_hash_and_events_use_upstreams_encoding(
     }
     assert raw["jobType"] == "email" and json.loads(raw["payload"]) == {"to": "a"}
     assert raw["status"] == "pending" and raw["attempts"] == "0" and raw["maxAttempts"] == "3"
-    assert raw["lockedBy"] == "null" and raw["errorHistory"] == "[]" and raw["tags"] == '["x"]'
+    assert raw["errorHistory"] == "[]" and raw["tags"] == '["x"]'
+    # NULL fields are left out: a missing field reads as NULL (upstream's rule too).
+    assert "lockedBy" not in raw and "groupId" not in raw and "timeoutMs" not in raw
+    record = redis_queue.get_job(job_id)
+    assert record is not None and record.locked_by is None and record.group_id is None
     assert raw["createdAt"].isdigit() and raw["runAt"] == raw["createdAt"]
     assert raw["forceKillOnTimeout"] == "false" and raw["idempotencyKey"] == "k"
     assert redis_client.get(f"{redis_prefix}idempotency:k") == str(job_id).encode()

@@ -361,7 +361,7 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
                 if filters.run_at and not _run_at_matches(int(run_at), filters.run_at):
                     continue
                 if empty_tags:
-                    tags_text = _text(tags)
+                    tags_text = "null" if tags is None else _text(tags)  # missing: NULL
                     if tags_text in ("", "null"):
                         continue
                     if filters.tag_mode is TagMatch.EXACT and tags_text != "[]":
