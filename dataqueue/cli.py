@@ -353,12 +353,23 @@ def _add_demo_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.set_defaults(handler=_run_demo)
 
 
+def _sigterm_like_ctrl_c() -> None:
+    """Make SIGTERM raise KeyboardInterrupt, as SIGINT does, so that ``with`` blocks
+    (an embedded server, open connections) are cleaned up instead of the process dying."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     import dataqueue as dq
     from dataqueue.config import database_url_from_env
     from dataqueue.demo import HANDLERS, demo_database, run_demo
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    _sigterm_like_ctrl_c()  # the embedded server is stopped and deleted either way
     # The demo's flaky job fails once on purpose; its retry shows in the summary.
     logging.getLogger("dataqueue.processor").setLevel(logging.CRITICAL)
     url = args.database_url or database_url_from_env()
@@ -535,15 +546,16 @@ def _serve_dashboard(
     allowed_hosts = serving_hosts(args.host, args.allowed_hosts)
     app = create_dashboard(queue, handlers, base_path=base, allowed_hosts=allowed_hosts)
     with make_server(args.host, args.port, app) as server:
-        print(f"dashboard on http://{args.host}:{args.port}{base}  (Ctrl-C to stop)", flush=True)
-        hosts = "any" if "*" in allowed_hosts else ", ".join(allowed_hosts)
-        print(f"answering Host: {hosts}  (add names with --allowed-host)", flush=True)
         serving = threading.Thread(target=server.serve_forever, name="dataqueue-dashboard-server")
         stop = threading.Event()
         previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        # Printed once a signal can no longer kill the process uncleanly.
+        print(f"dashboard on http://{args.host}:{args.port}{base}  (Ctrl-C to stop)", flush=True)
+        hosts = "any" if "*" in allowed_hosts else ", ".join(allowed_hosts)
+        print(f"answering Host: {hosts}  (add names with --allowed-host)", flush=True)
         serving.start()
         try:
             while not stop.wait(0.2) and serving.is_alive():

@@ -242,3 +242,49 @@ def test_worker_imports_handlers_from_the_current_directory(
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert job is not None and job.output == "HI"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_demo_leaves_nothing_behind_when_stopped_by_a_signal(sig: int) -> None:
+    # Its embedded PostgreSQL stops and its data folder is deleted (issue 13 item 1).
+    import socket
+    import tempfile
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="dq-demo-tmp-") as tmp:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DATAQUEUE_DATABASE_URL", "PG_DATAQUEUE_DATABASE")
+        }
+        env["TMPDIR"] = tmp
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dataqueue", "demo", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert process.stdout is not None
+        lines: list[str] = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("dashboard on http://"):
+                break
+        assert any(line.startswith("dashboard on") for line in lines), "".join(lines)
+        assert [p.name for p in Path(tmp).iterdir() if p.name.startswith("dataqueue-pg-")]
+        process.send_signal(sig)
+        rest, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, "".join(lines) + rest
+        # The server's folder is gone. What may stay is pgserver's own lock file in the
+        # user's runtime folder (shared by every pgserver; without XDG_RUNTIME_DIR it is
+        # made under TMPDIR): empty, not data.
+        left = sorted(str(p.relative_to(tmp)) for p in Path(tmp).rglob("*"))
+        assert [name for name in left if not name.startswith("runtime-")] == [], left
+        assert sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) == 0, left
+        ps = subprocess.run(["ps", "-eo", "args"], check=True, capture_output=True, text=True)
+        running = ps.stdout
+        assert tmp not in running  # and no postgres process uses it any more
