@@ -27,7 +27,8 @@ DATABASE_URL_ENV = "DATAQUEUE_BENCH_DATABASE_URL"
 
 #: Every dataqueue table, for :func:`truncate_tables`.
 TRUNCATE_SQL = (
-    "TRUNCATE job_events, waitpoints, cron_schedules, job_queue, dataqueue_workers"
+    "TRUNCATE job_events, waitpoints, cron_schedules, job_queue, dataqueue_workers,"
+    " dataqueue_rate_limit_starts"
     " RESTART IDENTITY CASCADE"
 )
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from dataqueue.processing.processor import Processor
     from dataqueue.processing.signal import AbortSignal
     from dataqueue.queue import JobQueue, init_job_queue
+    from dataqueue.rate_limits import RateLimit
     from dataqueue.records import (
         CronScheduleRecord,
         DependsOn,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
         JobGroup,
         JobOptions,
         JobRecord,
+        JobTypeStats,
+        QueueStats,
         WaitpointRecord,
         WaitToken,
         WaitTokenResult,
@@ -61,7 +64,10 @@ _LAZY = {
     "JobOptions": "dataqueue.records",
     "JobQueue": "dataqueue.queue",
     "JobRecord": "dataqueue.records",
+    "JobTypeStats": "dataqueue.records",
     "Processor": "dataqueue.processing.processor",
+    "QueueStats": "dataqueue.records",
+    "RateLimit": "dataqueue.rate_limits",
     "Supervisor": "dataqueue.supervisor",
     "SupervisorRunResult": "dataqueue.supervisor",
     "WaitToken": "dataqueue.records",
@@ -109,7 +115,10 @@ __all__ = [
     "JobQueue",
     "JobRecord",
     "JobStatus",
+    "JobTypeStats",
     "Processor",
+    "QueueStats",
+    "RateLimit",
     "SchemaNotReadyError",
     "Supervisor",
     "SupervisorRunResult",

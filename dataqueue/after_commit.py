@@ -76,7 +76,10 @@ class _Pending:
             try:
                 callback()
             except Exception:  # a hook never breaks the caller's commit
-                logger.exception("a job:added hook failed after commit")
+                logger.exception(
+                    "a job:added hook failed after commit",
+                    extra={"action": "listener_raised", "event": "job:added"},
+                )
 
     def _rollback(self, connection: sa.Connection) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from dataqueue.errors import ConfigurationError
+from dataqueue.rate_limits import RateLimit, parse_rate_limit
 from dataqueue.worker import milliseconds, one_line, positive_int, seconds_arg
 
 if TYPE_CHECKING:
@@ -121,7 +122,9 @@ def _run_migrate(args: argparse.Namespace) -> int:
         print(f"{PROGRAM} migrate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # report any failure as one line, without a traceback
-        logging.getLogger("dataqueue.cli").debug("migrate failed", exc_info=True)
+        logging.getLogger("dataqueue.cli").debug(
+            "migrate failed", exc_info=True, extra={"action": "migrate_failed"}
+        )
         print(f"{PROGRAM} migrate: failed: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
@@ -145,7 +148,8 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
             "DATAQUEUE_BATCH_SIZE, "
             "DATAQUEUE_CONCURRENCY, DATAQUEUE_GROUP_CONCURRENCY, DATAQUEUE_POLL_INTERVAL, "
             "DATAQUEUE_SUPERVISOR_INTERVAL, DATAQUEUE_HEARTBEAT_INTERVAL, "
-            "DATAQUEUE_HEARTBEAT_TIMEOUT, DATAQUEUE_STUCK_TIMEOUT, DATAQUEUE_DRAIN_TIMEOUT), "
+            "DATAQUEUE_HEARTBEAT_TIMEOUT, DATAQUEUE_STUCK_TIMEOUT, DATAQUEUE_DRAIN_TIMEOUT, "
+            "DATAQUEUE_METRICS_PORT, DATAQUEUE_METRICS_HOST, DATAQUEUE_LOG_FORMAT), "
             "then the defaults. Exit status: 0 after a clean drain, 1 if jobs were still "
             "running when the drain timed out (their ids are logged), 2 for bad usage."
         ),
@@ -175,6 +179,14 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
         type=positive_int,
         metavar="N",
         help="most running jobs per group across all workers (no limit)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        action="append",
+        type=_rate_limit,
+        metavar="TYPE=N[/S]",
+        help="at most N starts of job type TYPE in any S seconds (default 1) across all "
+        "workers with this limit (repeatable; e.g. email=20/1)",
     )
     parser.add_argument(
         "--poll-interval", type=milliseconds, metavar="MS", help="ms between polls (5000)"
@@ -232,6 +244,26 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
         "logged to stderr (default: DATAQUEUE_LOG_LEVEL, else WARNING; the worker's own "
         "start/stop lines always show)",
     )
+    parser.add_argument(
+        "--log-format",
+        type=_log_format,
+        metavar="FORMAT",
+        help="text (default) or json: one JSON object per line with the record's fields "
+        "(job_id, job_type, attempt, worker_id, duration_ms, action …) "
+        "(default: DATAQUEUE_LOG_FORMAT, else text)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (needs the prometheus "
+        "extra; 0 picks a free port, logged; default: DATAQUEUE_METRICS_PORT, else none)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        help="address the metrics server binds (default: DATAQUEUE_METRICS_HOST, else 0.0.0.0)",
+    )
     parser.set_defaults(handler=_run_worker)
 
 
@@ -248,6 +280,9 @@ def _worker_settings(args: argparse.Namespace) -> dict[str, object]:
         ("heartbeat_timeout", "HEARTBEAT_TIMEOUT", seconds_arg, 20.0),
         ("stuck_timeout", "STUCK_TIMEOUT", seconds_arg, 600.0),
         ("drain_timeout", "DRAIN_TIMEOUT", seconds_arg, 30.0),
+        ("metrics_port", "METRICS_PORT", _port, None),
+        ("metrics_host", "METRICS_HOST", str, "0.0.0.0"),
+        ("log_format", "LOG_FORMAT", _log_format, "text"),
     ):
         value = getattr(args, name)
         if value is None:
@@ -274,20 +309,64 @@ def _env_log_level() -> int | None:
     return _log_level(value) if value else None
 
 
+_LOG_FORMATS = ("text", "json")
+
+
+def _log_format(value: str) -> str:
+    name = value.strip().lower()
+    if name not in _LOG_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"invalid log format {value!r}; expected one of {', '.join(_LOG_FORMATS)}"
+        )
+    return name
+
+
+def _rate_limit(text: str) -> tuple[str, RateLimit]:
+    try:
+        return parse_rate_limit(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return value
+
+
+def _log_to_stderr(level: int, log_format: str) -> None:
+    """Log records of ``level`` and above to stderr, as text lines or JSON lines."""
+    from dataqueue.logs import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.getLogger("dataqueue.worker").setLevel(logging.INFO)
+
+
 def _run_worker(args: argparse.Namespace) -> int:
     from dataqueue.worker import run_worker
 
-    level = (
-        args.log_level or _env_log_level() or (logging.INFO if args.verbose else logging.WARNING)
-    )
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("dataqueue.worker").setLevel(logging.INFO)
     try:
         settings = _worker_settings(args)
+        level = (
+            args.log_level
+            or _env_log_level()
+            or (logging.INFO if args.verbose else logging.WARNING)
+        )
+    except argparse.ArgumentTypeError as exc:
+        print(f"{PROGRAM} worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _log_to_stderr(level, str(settings["log_format"]))
+    try:
         queue, handlers = _queue_and_handlers(args)
     except (ConfigurationError, argparse.ArgumentTypeError) as exc:
         print(f"{PROGRAM} worker: {exc}", file=sys.stderr)
@@ -305,6 +384,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             "poll_interval": settings["poll_interval"],
             "listen": not args.no_listen,
             "job_type": "*" if args.job_type == ["*"] else args.job_type,
+            "rate_limits": dict(args.rate_limit) if args.rate_limit else None,
             "heartbeat_interval": settings["heartbeat_interval"],
             "heartbeat_timeout": settings["heartbeat_timeout"],
             "verbose": args.verbose,
@@ -325,6 +405,8 @@ def _run_worker(args: argparse.Namespace) -> int:
                 processor_options=processor_options,
                 supervisor_options=supervisor_options,
                 drain_timeout_ms=float(settings["drain_timeout"]) * 1000,  # type: ignore[arg-type]
+                metrics_port=settings["metrics_port"],  # type: ignore[arg-type]
+                metrics_host=str(settings["metrics_host"]),
             )
         except (ConfigurationError, TypeError) as exc:
             print(f"{PROGRAM} worker: {exc}", file=sys.stderr)

@@ -264,7 +264,11 @@ def create_engine(database_url: str | sa.URL | None = None, **database_config: A
     sa.event.listen(engine, "connect", _SessionSettings("; ".join(statements)), insert=True)
     install_fork_safety(engine)
     sa.event.listen(engine, "checkout", discard_closed_connection)
-    logger.debug("Created engine for %s", params.url.render_as_string(hide_password=True))
+    logger.debug(
+        "Created engine for %s",
+        params.url.render_as_string(hide_password=True),
+        extra={"action": "engine_created"},
+    )
     return engine
 
 
@@ -687,6 +691,7 @@ def _ssl_params(ssl: Any, url_sslmode: str | None) -> dict[str, str]:
             "connection string: the ssl settings decide (sslmode=%s).",
             url_sslmode,
             params["sslmode"],
+            extra={"action": "sslmode_conflict"},
         )
     return params
 
@@ -845,7 +850,10 @@ def _dispose_in_child(engine_ref: weakref.ref[sa.Engine]) -> None:
         engine.dispose(close=False)
     except Exception:
         # An exception escaping an at-fork hook is only printed; log it properly instead.
-        logger.exception("Could not reset the database connection pool after fork")
+        logger.exception(
+            "Could not reset the database connection pool after fork",
+            extra={"action": "fork_reset_failed"},
+        )
 
 
 def reset_engine_after_fork(engine: sa.Engine) -> None:

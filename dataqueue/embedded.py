@@ -36,7 +36,11 @@ def embedded_postgres(data_dir: str | None = None) -> Iterator[str]:
         ) from None
     directory = data_dir or tempfile.mkdtemp(prefix="dataqueue-pg-")
     server: Any = pgserver.get_server(directory, cleanup_mode="stop")
-    logger.info("embedded PostgreSQL running in %s", directory)
+    logger.info(
+        "embedded PostgreSQL running in %s",
+        directory,
+        extra={"action": "embedded_started", "directory": str(directory)},
+    )
     try:
         yield str(server.get_uri())
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dataqueue.errors import InvalidJobError
@@ -96,7 +96,12 @@ class EventHooks:
             try:
                 listener(payload)
             except Exception:
-                logger.exception("listener %r for %r raised", listener, event)
+                logger.exception(
+                    "listener %r for %r raised",
+                    listener,
+                    event,
+                    extra={"action": "listener_raised", "event": event},
+                )
 
     def _add(self, event: str, listener: Listener, *, once: bool) -> None:
         _check_event(event)
@@ -114,17 +119,21 @@ def report_error(
     on_error: ErrorCallback | None,
     log: logging.Logger,
     default_message: str,
+    *,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
     """Hand a loop-level error to ``on_error``, or log it with ``default_message``.
 
     A raising ``on_error`` is logged, never propagated. (Emitting the ``error`` event is
     the caller's choice: loop-level errors of processors and supervisors go to both,
-    handler failures to neither; they become ``job:failed``.)
+    handler failures to neither; they become ``job:failed``.) ``extra``: the log
+    record's fields (see :mod:`dataqueue.logs`).
     """
+    fields = dict(extra or {})
     if on_error is None:
-        log.error("%s %s", default_message, error, exc_info=error)
+        log.error("%s %s", default_message, error, exc_info=error, extra=fields)
         return
     try:
         on_error(error)
     except Exception:
-        log.exception("on_error callback raised")
+        log.exception("on_error callback raised", extra={**fields, "action": "on_error_raised"})

@@ -367,3 +367,182 @@ class CronScheduleRecord:
             key = _camel(field.name) if camel_case else field.name
             out[key] = _json_ready(getattr(self, field.name))
         return out
+
+
+@attrs.frozen
+class JobTypeStats:
+    """Statistics of one job type, part of :class:`QueueStats`.
+
+    Counts are jobs stored now; durations are float seconds.
+
+    Attributes:
+        job_type: The job type.
+        pending: Pending jobs, due or scheduled for later.
+        processing: Jobs a worker is running.
+        waiting: Jobs paused by a workflow wait (a time or a token).
+        completed: Completed jobs still stored (``cleanup_old_jobs`` deletes old ones).
+            On PostgreSQL, above 100,000 completed jobs, counted at most every 30
+            seconds by a queue object (in between, its last count).
+        cancelled: Cancelled jobs.
+        failed_retrying: Failed jobs whose retry is scheduled (not
+            :attr:`JobRecord.is_final`).
+        failed_final: Jobs that failed for good (:attr:`JobRecord.is_final`).
+        oldest_pending_age: Seconds since the longest-waiting due pending job became
+            due (now minus its ``run_at``); None when no pending job is due. See the
+            observability guide for what the Redis backend looks at.
+        completed_recent: Jobs completed within the window.
+        failed_recent: Failed attempts within the window (a job that failed twice
+            counts twice; retried attempts count too).
+        run_time_p50: Median of ``completed_at - started_at`` of the newest 1,000 jobs
+            completed within the window (all of them when fewer); ``started_at`` is
+            the first attempt's start, so retries and waits count. None when none
+            completed.
+        run_time_p95: The 95th percentile of the same, interpolated as PostgreSQL's
+            ``percentile_cont`` does.
+    """
+
+    job_type: str
+    pending: int = 0
+    processing: int = 0
+    waiting: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    failed_retrying: int = 0
+    failed_final: int = 0
+    oldest_pending_age: float | None = None
+    completed_recent: int = 0
+    failed_recent: int = 0
+    run_time_p50: float | None = None
+    run_time_p95: float | None = None
+
+    @property
+    def failed(self) -> int:
+        """Failed jobs: awaiting a retry plus failed for good."""
+        return self.failed_retrying + self.failed_final
+
+    @property
+    def total(self) -> int:
+        """Every job of this type stored, whatever its status."""
+        return (
+            self.pending
+            + self.processing
+            + self.waiting
+            + self.completed
+            + self.cancelled
+            + self.failed
+        )
+
+    def to_dict(self, *, camel_case: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict of the fields plus ``failed`` (see :meth:`JobRecord.to_dict`)."""
+        out = {}
+        for name in [field.name for field in attrs.fields(JobTypeStats)] + ["failed"]:
+            out[_camel(name) if camel_case else name] = getattr(self, name)
+        return out
+
+
+#: The longest recent window of :meth:`JobQueue.get_stats`, in seconds (an hour: the
+#: Redis backend keeps per-second tallies that long).
+MAX_STATS_WINDOW = 3600.0
+
+#: The counts every :class:`QueueStats` and :class:`JobTypeStats` carries.
+_COUNT_FIELDS = (
+    "pending",
+    "processing",
+    "waiting",
+    "completed",
+    "cancelled",
+    "failed_retrying",
+    "failed_final",
+    "completed_recent",
+    "failed_recent",
+)
+
+
+@attrs.frozen
+class QueueStats:
+    """What ``queue.get_stats()`` reports: jobs by status and type, and recent activity.
+
+    Everything is read at one moment of the store's clock (``collected_at``); the
+    totals are the sums over :attr:`job_types`. Durations are float seconds.
+
+    Attributes:
+        collected_at: When the figures were read (the store's clock, UTC).
+        window: The length of the recent window, in seconds.
+        pending: Pending jobs of every type (due or scheduled for later).
+        processing: Jobs workers are running.
+        waiting: Jobs paused by a workflow wait.
+        completed: Completed jobs still stored.
+        cancelled: Cancelled jobs.
+        failed_retrying: Failed jobs whose retry is scheduled.
+        failed_final: Jobs that failed for good.
+        completed_recent: Jobs completed within the window.
+        failed_recent: Failed attempts within the window.
+        oldest_pending_age: The largest :attr:`JobTypeStats.oldest_pending_age`, or None.
+        job_types: Per job type, by name (sorted); every type with a stored job.
+    """
+
+    collected_at: dt.datetime
+    window: float
+    pending: int
+    processing: int
+    waiting: int
+    completed: int
+    cancelled: int
+    failed_retrying: int
+    failed_final: int
+    completed_recent: int
+    failed_recent: int
+    oldest_pending_age: float | None
+    job_types: dict[str, JobTypeStats]
+
+    @property
+    def failed(self) -> int:
+        """Failed jobs: awaiting a retry plus failed for good."""
+        return self.failed_retrying + self.failed_final
+
+    @property
+    def total(self) -> int:
+        """Every job stored, whatever its status."""
+        return sum(stats.total for stats in self.job_types.values())
+
+    def by_status(self) -> dict[JobStatus, int]:
+        """Jobs per status, every status present (``failed`` counts both kinds)."""
+        return {
+            JobStatus.PENDING: self.pending,
+            JobStatus.PROCESSING: self.processing,
+            JobStatus.COMPLETED: self.completed,
+            JobStatus.FAILED: self.failed,
+            JobStatus.CANCELLED: self.cancelled,
+            JobStatus.WAITING: self.waiting,
+        }
+
+    def to_dict(self, *, camel_case: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict (see :meth:`JobRecord.to_dict`), plus ``failed``.
+
+        ``job_types`` becomes a list of :meth:`JobTypeStats.to_dict` dicts, in type order.
+        """
+        out: dict[str, Any] = {}
+        for field in attrs.fields(QueueStats):
+            key = _camel(field.name) if camel_case else field.name
+            if field.name == "job_types":
+                out[key] = [s.to_dict(camel_case=camel_case) for s in self.job_types.values()]
+            else:
+                out[key] = _json_ready(getattr(self, field.name))
+        out["failed"] = self.failed
+        return out
+
+
+def queue_stats(
+    collected_at: dt.datetime, window: float, job_types: list[JobTypeStats]
+) -> QueueStats:
+    """The :class:`QueueStats` of per-type figures: totals summed, types sorted by name."""
+    ordered = {stats.job_type: stats for stats in sorted(job_types, key=lambda s: s.job_type)}
+    totals = {name: sum(getattr(s, name) for s in job_types) for name in _COUNT_FIELDS}
+    ages = [s.oldest_pending_age for s in job_types if s.oldest_pending_age is not None]
+    return QueueStats(
+        collected_at=collected_at,
+        window=window,
+        oldest_pending_age=max(ages) if ages else None,
+        job_types=ordered,
+        **totals,
+    )

@@ -119,6 +119,23 @@ sa.Index(
     job_queue.c.depends_on_job_ids,
     postgresql_using="gin",
 )
+# Not in upstream: queue.get_stats() counts by (job type, status) with index-only
+# scans, the active part and the completed part apart (each row version is in one of
+# them), finds the oldest due pending job of a type with one probe, and reads a type's
+# completions of the last minutes as one range.
+sa.Index(
+    "idx_job_queue_stats_active",
+    job_queue.c.job_type,
+    job_queue.c.status,
+    job_queue.c.run_at,
+    postgresql_where=_status != "completed",
+)
+sa.Index(
+    "idx_job_queue_stats_completed",
+    job_queue.c.job_type,
+    job_queue.c.completed_at,
+    postgresql_where=_status == "completed",
+)
 
 job_events = sa.Table(
     "job_events",
@@ -137,6 +154,12 @@ job_events = sa.Table(
 sa.Index("idx_job_events_job_id", job_events.c.job_id)
 sa.Index("idx_job_events_event_type", job_events.c.event_type)
 sa.Index("idx_job_events_created_at", job_events.c.created_at.asc())
+# Not in upstream: the failed attempts of get_stats()'s recent window.
+sa.Index(
+    "idx_job_events_failed_recent",
+    job_events.c.created_at,
+    postgresql_where=job_events.c.event_type == "failed",
+)
 
 waitpoints = sa.Table(
     "waitpoints",
@@ -203,5 +226,30 @@ dataqueue_workers = sa.Table(
     sa.Column("heartbeat_timeout_ms", sa.Integer, nullable=False),
 )
 
+# Not in upstream: the log of recent starts of rate-limited job types. A claim of a
+# processor with ``rate_limits`` counts the rows of each limited type in the last
+# window, adds one row per job it claims of such a type, and deletes the rows older
+# than the window, under a per-type advisory lock. About one window of starts per
+# limited type is kept. Upstream never reads it.
+dataqueue_rate_limit_starts = sa.Table(
+    "dataqueue_rate_limit_starts",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("job_type", sa.String(255), nullable=False),
+    sa.Column("started_at", _TZ, nullable=False),
+)
+sa.Index(
+    "idx_dataqueue_rate_limit_starts_type_time",
+    dataqueue_rate_limit_starts.c.job_type,
+    dataqueue_rate_limit_starts.c.started_at,
+)
+
 #: Every table dataqueue owns, in creation order.
-ALL_TABLES = (job_queue, job_events, waitpoints, cron_schedules, dataqueue_workers)
+ALL_TABLES = (
+    job_queue,
+    job_events,
+    waitpoints,
+    cron_schedules,
+    dataqueue_workers,
+    dataqueue_rate_limit_starts,
+)

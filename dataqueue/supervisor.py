@@ -182,7 +182,9 @@ class Supervisor:
                 stop.wait(self.interval_seconds)
         except BaseException as exc:  # a bug: say so, and let is_running() tell the truth
             stop.set()
-            report_error(exc, self._on_error, logger, "Supervisor loop died:")
+            report_error(
+                exc, self._on_error, logger, "Supervisor loop died:", extra={"action": "loop_died"}
+            )
             self._hooks.emit("error", exc)
 
     def _task(self, name: str, enabled: bool, run: Callable[[], int]) -> int:
@@ -191,9 +193,21 @@ class Supervisor:
         try:
             count = run()
         except Exception as exc:
-            report_error(exc, self._on_error, logger, f"Supervisor maintenance error ({name}):")
+            report_error(
+                exc,
+                self._on_error,
+                logger,
+                f"Supervisor maintenance error ({name}):",
+                extra={"action": "maintenance_failed", "task": name},
+            )
             self._hooks.emit("error", exc)
             return 0
         if count:
-            logger.log(self._log_level, "supervisor: %s: %d", name, count)
+            logger.log(
+                self._log_level,
+                "supervisor: %s: %d",
+                name,
+                count,
+                extra={"action": "maintenance_done", "task": name, "count": count},
+            )
         return count

@@ -107,6 +107,10 @@ class NewJob:
     group_tier: str | None = None
     depends_on_job_ids: list[int] | None = None
     depends_on_tags: list[str] | None = None
+    #: The job's first ``step_data`` as JSON text; None means ``{}``. Not a user
+    #: option: ``add_job``/``add_jobs`` set it to carry the trace context
+    #: (:mod:`dataqueue.tracing`).
+    step_data_json: str | None = None
 
 
 @attrs.frozen

@@ -17,9 +17,12 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataqueue.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from dataqueue.contrib.prometheus import MetricsServer
 
 logger = logging.getLogger("dataqueue.worker")
 
@@ -67,6 +70,8 @@ def run_worker(
     drain_timeout_ms: float = 30_000,
     install_signal_handlers: bool = True,
     stop: threading.Event | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "0.0.0.0",
 ) -> int:
     """Run until ``stop`` is set (or a signal arrives), then drain; return an exit status.
 
@@ -74,8 +79,64 @@ def run_worker(
     Returns 0 after a clean drain, 1 when jobs were still running at the end of
     ``drain_timeout_ms`` (their ids are logged; other workers reclaim them once this
     process has stopped heartbeating).
+
+    ``metrics_port``: serve Prometheus metrics on ``http://metrics_host:metrics_port/metrics``
+    while the worker runs: the processor's counters and histograms, the queue's
+    statistics, and whatever else is on prometheus-client's default registry (see
+    :func:`dataqueue.contrib.prometheus.serve_metrics`; 0 binds a free port, logged).
+    Raises :class:`ConfigurationError` when prometheus-client is not installed or the
+    port cannot be bound.
     """
     stop = stop or threading.Event()
+    options = dict(processor_options)
+    metrics = None if metrics_port is None else _serve_metrics(queue, metrics_port, metrics_host)
+    if metrics is not None:
+        options["instrumentation"] = metrics.metrics
+    try:
+        return _run_until_stopped(
+            queue,
+            handlers,
+            options,
+            supervisor_options,
+            drain_timeout_ms=drain_timeout_ms,
+            install_signal_handlers=install_signal_handlers,
+            stop=stop,
+        )
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def _serve_metrics(queue: Any, port: int, host: str) -> MetricsServer:
+    try:
+        from dataqueue.contrib.prometheus import serve_metrics
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"metrics need prometheus-client ({exc}): pip install 'dataqueue[prometheus]'"
+        ) from None
+    try:
+        server = serve_metrics(queue, port, host)
+    except (OSError, ValueError) as exc:  # port taken; metrics already served in-process
+        raise ConfigurationError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+    logger.info(
+        "serving Prometheus metrics on http://%s:%d/metrics",
+        server.host,
+        server.port,
+        extra={"action": "metrics_serving", "host": server.host, "port": server.port},
+    )
+    return server
+
+
+def _run_until_stopped(
+    queue: Any,
+    handlers: Mapping[str, Callable[..., Any]],
+    processor_options: Mapping[str, Any],
+    supervisor_options: Mapping[str, Any] | None,
+    *,
+    drain_timeout_ms: float,
+    install_signal_handlers: bool,
+    stop: threading.Event,
+) -> int:
     processor = queue.create_processor(handlers, **processor_options)
     supervisor = (
         None if supervisor_options is None else queue.create_supervisor(**supervisor_options)
@@ -89,9 +150,22 @@ def run_worker(
         "worker %s running job types %s",
         processor.worker_id,
         ", ".join(sorted(handlers)) or "(none)",
+        extra={
+            "action": "worker_started",
+            "worker_id": processor.worker_id,
+            "job_types": sorted(handlers),
+        },
     )
     stop.wait()
-    logger.info("draining (up to %d ms)", drain_timeout_ms)
+    logger.info(
+        "draining (up to %d ms)",
+        drain_timeout_ms,
+        extra={
+            "action": "worker_draining",
+            "worker_id": processor.worker_id,
+            "timeout_ms": drain_timeout_ms,
+        },
+    )
     if supervisor is not None:
         supervisor.stop()
     left = processor.stop_and_drain(drain_timeout_ms)
@@ -106,18 +180,37 @@ def run_worker(
             len(left),
             ", ".join(map(str, left)),
             processor.heartbeat_timeout,
+            extra={
+                "action": "drain_timed_out",
+                "worker_id": processor.worker_id,
+                "job_ids": left,
+                "count": len(left),
+                "timeout_ms": drain_timeout_ms,
+            },
         )
         return 1
-    logger.info("worker %s stopped", processor.worker_id)
+    logger.info(
+        "worker %s stopped",
+        processor.worker_id,
+        extra={"action": "worker_stopped", "worker_id": processor.worker_id},
+    )
     return 0
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
-            logger.warning("second %s: exiting without draining", signal.Signals(signum).name)
+            logger.warning(
+                "second %s: exiting without draining",
+                signal.Signals(signum).name,
+                extra={"action": "exiting_now", "signal": signal.Signals(signum).name},
+            )
             os._exit(130)
-        logger.info("%s received: finishing running jobs", signal.Signals(signum).name)
+        logger.info(
+            "%s received: finishing running jobs",
+            signal.Signals(signum).name,
+            extra={"action": "signal_received", "signal": signal.Signals(signum).name},
+        )
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -117,7 +117,8 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 def truncate_all(eng: sa.Engine) -> None:
     with eng.begin() as conn:
         conn.exec_driver_sql(
-            "TRUNCATE job_events, waitpoints, cron_schedules, job_queue, dataqueue_workers"
+            "TRUNCATE job_events, waitpoints, cron_schedules, job_queue, dataqueue_workers,"
+            " dataqueue_rate_limit_starts"
             " RESTART IDENTITY CASCADE"
         )
 

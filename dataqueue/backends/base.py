@@ -18,7 +18,14 @@ from typing import Any, Protocol
 import attrs
 
 from dataqueue.enums import FailureReason
-from dataqueue.records import CronScheduleRecord, JobEvent, JobRecord, WaitpointRecord
+from dataqueue.rate_limits import RateLimit
+from dataqueue.records import (
+    CronScheduleRecord,
+    JobEvent,
+    JobRecord,
+    JobTypeStats,
+    WaitpointRecord,
+)
 from dataqueue.validation import JobFilter, NewJob
 
 
@@ -80,6 +87,20 @@ class ClaimRequest:
     #: Rows each claim branch may look at; a processor passes its largest claim so
     #: that one prepared statement serves every claim size.
     scan_size: int = 0
+    #: Global rate limits, (job type, limit) sorted by type: the claim takes a job of
+    #: such a type only while fewer than ``limit.limit`` of its starts (by any claim
+    #: that sets the limit) fall within the last ``limit.per`` seconds, and logs each
+    #: job it takes as a start. Types the claim does not ask for are ignored.
+    rate_limits: tuple[tuple[str, RateLimit], ...] = ()
+    #: Called during the claim, when it left a rate-limited type full, with the seconds
+    #: (by the store's clock) until that type has room again (the earliest such type).
+    on_rate_limited: Callable[[float], object] | None = attrs.field(default=None, eq=False)
+
+    def limited_types(self) -> tuple[tuple[str, RateLimit], ...]:
+        """The rate limits of the types this claim asks for (all of them: no type filter)."""
+        if self.job_types is None:
+            return self.rate_limits
+        return tuple((t, limit) for t, limit in self.rate_limits if t in self.job_types)
 
 
 class Wakeups(Protocol):
@@ -138,6 +159,16 @@ class Backend(Protocol):
 
     def get_job_events(self, job_id: int) -> list[JobEvent]:
         """The job's events, oldest first (``created_at``, then ``id``)."""
+        ...
+
+    def get_stats(self, window_seconds: float) -> tuple[dt.datetime, list[JobTypeStats]]:
+        """The store's clock now and the figures of every job type with a stored job.
+
+        Counts are exact at one moment; ``completed_recent``, ``failed_recent`` and the
+        run-time percentiles cover the last ``window_seconds`` (at most
+        :data:`dataqueue.records.MAX_STATS_WINDOW`). Must stay cheap on millions of
+        jobs: index lookups and counters, never a scan of every job.
+        """
         ...
 
     def retry_job(self, job_id: int) -> bool:

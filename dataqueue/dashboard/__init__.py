@@ -34,9 +34,14 @@ from a framework view):
                                             ``worker_id="dashboard-<epoch ms>"``,
                                             ``batch_size=10`` (``processor_options`` win):
                                             ``{"processed": n}``; 400 without handlers.
+``GET {base}/api/stats``                    ``{"stats": stats}``: ``queue.get_stats()``
+                                            as camelCase JSON (``jobTypes`` a list in
+                                            type order); ``window`` seconds 1..3600
+                                            (default 300). What the page's overview shows.
 ``GET {base}/static/dashboard.{js,css}``    The page's script and stylesheet.
-``GET`` any other path not under ``api``    The HTML page (hash routes ``#/`` and
-                                            ``#/jobs/<id>``).
+``GET`` any other path not under ``api``    The HTML page (hash routes ``#/``, the list
+                                            filtered by ``#/?status=<s>`` or
+                                            ``#/?type=<t>``, and ``#/jobs/<id>``).
 ==========================================  ==============================================
 
 A job is upstream's JSON (camelCase keys, ISO-8601 UTC dates or null) with every

@@ -17,6 +17,7 @@ from dataqueue.dashboard.hosts import LOOPBACK_HOSTS, AllowedHosts
 from dataqueue.dashboard.page import render_page, static_asset
 from dataqueue.enums import JobStatus
 from dataqueue.errors import ConfigurationError
+from dataqueue.records import MAX_STATS_WINDOW
 
 if TYPE_CHECKING:
     from dataqueue.queue import JobQueue
@@ -35,6 +36,9 @@ MAX_LIMIT = 500
 MAX_OFFSET = 2**31 - 1
 #: Job ids are PostgreSQL ``integer`` values; larger numbers are refused as invalid.
 MAX_JOB_ID = 2**31 - 1
+
+#: The recent window of ``api/stats`` when ``window`` is not given, in seconds.
+DEFAULT_STATS_WINDOW = 300
 
 #: The header every POST must carry; the page's fetch calls set it.
 CSRF_HEADER = "X-Requested-With"
@@ -277,7 +281,12 @@ class Dashboard:
         except BadRequestError as exc:
             response = error_response(400, str(exc))
         except Exception:
-            logger.exception("[dataqueue-dashboard] Error: %s %s", request.method, request.path)
+            logger.exception(
+                "[dataqueue-dashboard] Error: %s %s",
+                request.method,
+                request.path,
+                extra={"action": "request_failed", "method": request.method, "path": request.path},
+            )
             response = error_response(500, "Internal server error")
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
         start_response(_STATUS_LINES[response.status], headers)
@@ -296,6 +305,12 @@ class Dashboard:
             request.method,
             request.path,
             host,
+            extra={
+                "action": "host_refused",
+                "method": request.method,
+                "path": request.path,
+                "host": host,
+            },
         )
         if host is None:
             message = "Missing Host header"
@@ -344,6 +359,8 @@ class Dashboard:
             return "GET", self.list_jobs
         if segments == ["process"]:
             return "POST", self.process_jobs
+        if segments == ["stats"]:
+            return "GET", self.get_stats
         if len(segments) < 2 or segments[0] != "jobs":
             return None
         job_segment, action = segments[1], segments[2:]
@@ -414,6 +431,13 @@ class Dashboard:
         events = self.queue.get_job_events(job_id)
         return json_response(200, {"events": [e.to_dict(camel_case=True) for e in events]})
 
+    def get_stats(self, request: Request) -> Response:
+        """``GET api/stats``: ``{"stats": ...}``, :meth:`JobQueue.get_stats` as camelCase
+        JSON; ``window`` in seconds, 1..3600 (default 300)."""
+        window = _int_param(request, "window", DEFAULT_STATS_WINDOW, 1, int(MAX_STATS_WINDOW))
+        stats = self.queue.get_stats(window=window)
+        return json_response(200, {"stats": stats.to_dict(camel_case=True)})
+
     def cancel_job(self, request: Request, job_id: int) -> Response:
         """``POST api/jobs/<id>/cancel``: ``{"ok": true, "changed": bool, "job": ...}``."""
         return self._act(job_id, self.queue.cancel_job(job_id))
@@ -441,7 +465,16 @@ class Dashboard:
         }
         processor = self.queue.create_processor(self.handlers, **options)
         processed = processor.start()
-        logger.info("[dataqueue-dashboard] %s processed %d job(s)", options["worker_id"], processed)
+        logger.info(
+            "[dataqueue-dashboard] %s processed %d job(s)",
+            options["worker_id"],
+            processed,
+            extra={
+                "action": "jobs_processed",
+                "worker_id": options["worker_id"],
+                "count": processed,
+            },
+        )
         return json_response(200, {"processed": processed})
 
 

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from dataqueue.durations import wait_duration
 from dataqueue.errors import InvalidJobError, WaitSignal
+from dataqueue.logs import job_fields
 from dataqueue.payload import encode_json
 from dataqueue.processing.execution import Execution, TimeoutCallback
 from dataqueue.records import WaitToken, WaitTokenResult
+from dataqueue.tracing import STEP_DATA_KEY
 from dataqueue.validation import require_aware
 
 if TYPE_CHECKING:
@@ -87,7 +89,11 @@ class JobContext:
         """
         execution = self._execution
         if not execution.has_timeout:
-            logger.debug("prolong() ignored: job %s has no timeout", self.job_id)
+            logger.debug(
+                "prolong() ignored: job %s has no timeout",
+                self.job_id,
+                extra=job_fields(execution.job, self._processor.worker_id, "prolong_ignored"),
+            )
             return
         duration = execution.job.timeout_ms if ms is None else ms
         if duration is None or duration <= 0:
@@ -134,10 +140,13 @@ class JobContext:
         wait or a failed attempt) returns its stored result without calling ``fn``.
 
         The result must be JSON-serialisable (InvalidJobError otherwise) and comes back
-        JSON-decoded on replay. Step names must be unique within the handler.
+        JSON-decoded on replay. Step names must be unique within the handler;
+        ``"__dqTrace"`` is reserved (the job's trace context, kept across waits).
         """
         if not isinstance(step_name, str) or not step_name:
             raise InvalidJobError(f"step name must be a non-empty string, got {step_name!r}")
+        if step_name == STEP_DATA_KEY:
+            raise InvalidJobError(f"step name {step_name!r} is reserved for the trace context")
         entry = self.step_data.get(step_name)
         if isinstance(entry, dict) and entry.get("__completed"):
             return cast(T, entry.get("result"))

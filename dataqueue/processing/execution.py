@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dataqueue.backends.base import ClaimedJob
+from dataqueue.logs import job_fields
 from dataqueue.processing.invoke import Outcome
 from dataqueue.processing.signal import AbortSignal
 
@@ -31,8 +32,17 @@ _IDLE_EXIT_SECONDS = 2.0
 class Execution:
     """State of one claimed job while a worker runs it. ``lock`` guards settling."""
 
-    def __init__(self, job: ClaimedJob, deliver: Callable[[Outcome], None]) -> None:
+    def __init__(
+        self,
+        job: ClaimedJob,
+        deliver: Callable[[Outcome], None],
+        woken_at: float | None = None,
+    ) -> None:
         self.job = job
+        #: perf_counter() of the wake-up that led to the claim (None: a poll, a one-shot).
+        self.woken_at = woken_at
+        #: perf_counter() when the run started (set by the processor), for its run time.
+        self.started_at: float | None = None
         self.signal = AbortSignal()
         self.on_timeout: TimeoutCallback | None = None
         self.thread: threading.Thread | None = None
@@ -54,6 +64,8 @@ class Execution:
             if self._settled:
                 return False
             self._settled = True
+        if self.started_at is not None:
+            outcome.run_seconds = time.perf_counter() - self.started_at
         self._deliver(outcome)
         return True
 
@@ -136,7 +148,11 @@ class Watchdog:
             try:
                 self._fire(execution)
             except Exception:
-                logger.exception("timeout handling of job %s failed", execution.job.id)
+                logger.exception(
+                    "timeout handling of job %s failed",
+                    execution.job.id,
+                    extra=job_fields(execution.job, None, "timeout_handling_failed"),
+                )
 
     def _fire(self, execution: Execution) -> None:
         extension = 0
@@ -144,7 +160,11 @@ class Watchdog:
             try:
                 extension = _positive_ms(execution.on_timeout())
             except Exception:
-                logger.exception("on_timeout callback of job %s raised", execution.job.id)
+                logger.exception(
+                    "on_timeout callback of job %s raised",
+                    execution.job.id,
+                    extra=job_fields(execution.job, None, "on_timeout_raised"),
+                )
         if extension > 0:
             self._extend(execution, extension)
             self.arm(execution, extension)

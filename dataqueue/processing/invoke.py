@@ -80,6 +80,8 @@ class Outcome:
     retry_computed: bool = False
     #: Failures: the message was already ASCII-escaped because the store refused it.
     escaped: bool = False
+    #: Seconds from the handler's start to this outcome (None: it never started).
+    run_seconds: float | None = None
 
     @classmethod
     def completed(cls, job: ClaimedJob, output_json: str | None) -> Outcome:

@@ -283,14 +283,30 @@ def run_isolated(
         try:
             process.start()
         except Exception as exc:
-            logger.exception("Job %s (%s): could not start a worker process", job_id, job_type)
+            logger.exception(
+                "Job %s (%s): could not start a worker process",
+                job_id,
+                job_type,
+                extra={"action": "child_start_failed", "job_id": job_id, "job_type": job_type},
+            )
             return IsolatedOutcome(
                 "failed", error_message=f"Worker process could not be started: {_describe(exc)}"
             )
         finally:
             # Only the child may hold the write end: its exit must read as end-of-file here.
             sender.close()
-        logger.debug("Job %s (%s): worker process %s started", job_id, job_type, process.pid)
+        logger.debug(
+            "Job %s (%s): worker process %s started",
+            job_id,
+            job_type,
+            process.pid,
+            extra={
+                "action": "child_started",
+                "job_id": job_id,
+                "job_type": job_type,
+                "pid": process.pid,
+            },
+        )
         return _supervise(process, receiver, timeout_ms, job_id)
     finally:
         receiver.close()
@@ -308,6 +324,12 @@ def _supervise(
             job_id,
             process.pid,
             startup_seconds,
+            extra={
+                "action": "child_start_timed_out",
+                "job_id": job_id,
+                "pid": process.pid,
+                "timeout_ms": startup_seconds * 1000,
+            },
         )
         _kill(process)
         return IsolatedOutcome(
@@ -325,6 +347,12 @@ def _supervise(
             job_id,
             timeout_ms,
             process.pid,
+            extra={
+                "action": "child_timed_out",
+                "job_id": job_id,
+                "pid": process.pid,
+                "timeout_ms": timeout_ms,
+            },
         )
         _kill(process)
         return IsolatedOutcome(
@@ -338,6 +366,12 @@ def _supervise(
             job_id,
             process.pid,
             process.exitcode,
+            extra={
+                "action": "child_exited",
+                "job_id": job_id,
+                "pid": process.pid,
+                "exit_code": process.exitcode,
+            },
         )
         return IsolatedOutcome(
             "failed", error_message=f"Worker stopped with exit code {process.exitcode}"
@@ -381,6 +415,7 @@ def _reap(process: BaseProcess) -> None:
             "Worker process %s did not exit %.0f s after reporting; killing it",
             process.pid,
             EXIT_GRACE_SECONDS,
+            extra={"action": "child_lingered", "pid": process.pid},
         )
         _kill(process)
 
@@ -393,6 +428,7 @@ def _kill(process: BaseProcess) -> None:
             "Worker process %s is still alive %.0f s after being killed",
             process.pid,
             KILL_REAP_SECONDS,
+            extra={"action": "child_unkillable", "pid": process.pid},
         )
 
 
@@ -402,7 +438,12 @@ def _release(process: BaseProcess) -> None:
     try:
         process.close()
     except ValueError:
-        logger.debug("Worker process %s could not be closed", process.pid, exc_info=True)
+        logger.debug(
+            "Worker process %s could not be closed",
+            process.pid,
+            exc_info=True,
+            extra={"action": "child_close_failed", "pid": process.pid},
+        )
 
 
 # --- child side -------------------------------------------------------------------------

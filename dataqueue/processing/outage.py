@@ -31,8 +31,12 @@ class Outage:
         *,
         start: float = BACKOFF_START,
         cap: float = BACKOFF_CAP,
+        on_failure: Callable[[], None] | None = None,
+        worker_id: str | None = None,
     ) -> None:
         self._report = report
+        self._worker_id = worker_id  # named in the log records
+        self._on_failure = on_failure  # told of every failure (metrics), reported or not
         self._start = start
         self._cap = cap
         self._lock = threading.Lock()
@@ -47,10 +51,22 @@ class Outage:
         with self._lock:
             self._failures += 1
             failures = self._failures
+        if self._on_failure is not None:
+            self._on_failure()
         if failures == 1:
             self._report(error)
         else:
-            logger.debug("store still failing (%d tries): %s", failures, error)
+            logger.debug(
+                "store still failing (%d tries): %s",
+                failures,
+                error,
+                extra={
+                    "action": "store_failing",
+                    "worker_id": self._worker_id,
+                    "tries": failures,
+                    "error": str(error),
+                },
+            )
         delay: float = min(self._cap, self._start * 2.0 ** min(failures - 1, 16))
         return delay * (0.5 + random.random() / 2)  # jitter: processors do not retry in step
 
@@ -61,4 +77,12 @@ class Outage:
         with self._lock:
             failures, self._failures = self._failures, 0
         if failures:
-            logger.warning("store reachable again after %d failed tries", failures)
+            logger.warning(
+                "store reachable again after %d failed tries",
+                failures,
+                extra={
+                    "action": "store_recovered",
+                    "worker_id": self._worker_id,
+                    "tries": failures,
+                },
+            )

@@ -39,23 +39,26 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from dataqueue import intervals
+from dataqueue import intervals, tracing
 from dataqueue.backends.base import Backend, ClaimedJob, ClaimRequest
 from dataqueue.durations import token_timeout
 from dataqueue.enums import ALL_JOB_TYPES, FailureReason
 from dataqueue.errors import ConfigurationError, DataQueueError, WaitSignal
 from dataqueue.hooks import ErrorCallback, EventHooks, report_error
+from dataqueue.logs import job_fields
 from dataqueue.payload import encode_json
 from dataqueue.processing import heartbeat
 from dataqueue.processing.aio import EventLoopThread
 from dataqueue.processing.context import JobContext, new_token_id, token_result
 from dataqueue.processing.execution import Execution, Watchdog
 from dataqueue.processing.heartbeat import Heartbeat
+from dataqueue.processing.instrument import Instrumentation, guarded
 from dataqueue.processing.invoke import Outcome, handler_arity
 from dataqueue.processing.outage import Outage
 from dataqueue.processing.pool import WorkerPool
 from dataqueue.processing.storing import OutcomeStore
 from dataqueue.processing.wakeup import Listener
+from dataqueue.rate_limits import RateLimit, rate_limits_option
 from dataqueue.records import WaitpointRecord, WaitToken
 from dataqueue.validation import require_tags
 
@@ -129,10 +132,12 @@ class Processor:
         on_error: ErrorCallback | None = None,
         verbose: bool = False,
         job_type: str | Sequence[str] | None = None,
+        rate_limits: Mapping[str, RateLimit] | None = None,
         heartbeat_interval: float | dt.timedelta = heartbeat.DEFAULT_INTERVAL,
         heartbeat_timeout: float | dt.timedelta = heartbeat.DEFAULT_TIMEOUT,
         before_claim: Sequence[Callable[[], object]] = (),
         listen: bool = True,
+        instrumentation: Instrumentation | None = None,
     ) -> None:
         if not isinstance(handlers, Mapping):
             raise TypeError(f"handlers must be a mapping of job type to callable, got {handlers!r}")
@@ -178,9 +183,11 @@ class Processor:
         self._on_error = on_error
         self._log_level = logging.INFO if verbose else logging.DEBUG
         self._job_types = _job_types(job_type, self._handlers)
+        self._rate_limits = rate_limits_option(rate_limits, self._job_types)
         self._before_claim = list(before_claim)
+        self._instrument = guarded(instrumentation)
         # _cond guards _outcomes, _held, _to_release, _queued, _running, _retry_at,
-        # _claim_requested, _due_at and _due_unknown.
+        # _claim_requested, _woken_at, _due_at, _room_at and _due_unknown.
         self._cond = threading.Condition()
         self._outcomes: list[Outcome] = []
         self._held: dict[int, Execution] = {}  # claimed, not yet stored or released
@@ -188,7 +195,9 @@ class Processor:
         self._queued = 0  # claimed, waiting for a worker thread
         self._retry_at = 0.0  # monotonic time before which the loop leaves the store alone
         self._claim_requested = False  # jobs became due: claim without waiting for a poll
+        self._woken_at: float | None = None  # perf_counter() of the oldest unclaimed wake-up
         self._due_at = math.inf  # monotonic time the next scheduled job becomes due
+        self._room_at = math.inf  # monotonic time a full rate-limited type has room again
         # Something may have scheduled a job since the store was last asked when the next
         # one is due: ask again after the next claim that comes back short.
         self._due_unknown = True
@@ -197,8 +206,17 @@ class Processor:
         self._oneshots = 0
         self._loop_thread: threading.Thread | None = None
         self._pool: WorkerPool | None = None
-        self._outage = Outage(self._report_outage)
-        self._store = OutcomeStore(backend, self.worker_id, self.emit, self._settled)
+        self._outage = Outage(
+            self._report_outage, on_failure=self._instrument.store_failed, worker_id=self.worker_id
+        )
+        self._store = OutcomeStore(
+            backend,
+            self.worker_id,
+            self.emit,
+            self._settled,
+            instrument=self._instrument,
+            log_level=self._log_level,
+        )
         self._heartbeat = Heartbeat(
             backend,
             self.worker_id,
@@ -265,7 +283,12 @@ class Processor:
             )
         _running_processors.add(self)
         self._loop_thread.start()
-        logger.log(self._log_level, "processor %s started", self.worker_id)
+        logger.log(
+            self._log_level,
+            "processor %s started",
+            self.worker_id,
+            extra={"action": "processor_started", "worker_id": self.worker_id},
+        )
 
     def stop(self) -> None:
         """Stop claiming; returns at once.
@@ -299,6 +322,13 @@ class Processor:
                 len(left),
                 timeout_ms,
                 ", ".join(map(str, left)),
+                extra={
+                    "action": "drain_timed_out",
+                    "worker_id": self.worker_id,
+                    "job_ids": left,
+                    "count": len(left),
+                    "timeout_ms": timeout_ms,
+                },
             )
         return left
 
@@ -323,7 +353,11 @@ class Processor:
         try:
             write(self._backend, self.worker_id)
         except Exception:
-            logger.exception("could not store %s (ignored)", what)
+            logger.exception(
+                "could not store %s (ignored)",
+                what,
+                extra={"action": "best_effort_write_failed", "worker_id": self.worker_id},
+            )
 
     def create_token(self, job_id: int | None, timeout: Any, tags: list[str] | None) -> WaitToken:
         duration = token_timeout(timeout)
@@ -349,7 +383,11 @@ class Processor:
             with self._cond:
                 self._running = False
             self._report(exc, event=True)
-            logger.critical("processor %s loop died; its jobs will be reclaimed", self.worker_id)
+            logger.critical(
+                "processor %s loop died; its jobs will be reclaimed",
+                self.worker_id,
+                extra={"action": "loop_died", "worker_id": self.worker_id},
+            )
         finally:
             self._finish_background()
 
@@ -364,6 +402,7 @@ class Processor:
                 outcomes, self._outcomes = self._outcomes, []
                 running = self._running
                 woken, self._claim_requested = self._claim_requested, False
+                woken_at, self._woken_at = self._woken_at, None
                 if not running and self._pool is not None:
                     unstarted = self._pool.take_queued()
                     self._queued -= len(unstarted)
@@ -390,7 +429,7 @@ class Processor:
                 with self._cond:
                     held = len(self._held)
                 limit = min(capacity - held + len(outcomes), self.batch_size)
-            claimed = self._cycle(outcomes, limit)
+            claimed = self._cycle(outcomes, limit, woken_at)
             claim_more = limit > 0 and claimed == limit
             if running and not listening and self._listener is not None:
                 # After the first claim, so that opening its connection does not delay
@@ -442,10 +481,13 @@ class Processor:
                 if self._due_at <= now:  # a scheduled job is due: claim it now
                     self._due_at = math.inf
                     self._due_unknown = self._claim_requested = True
+                if self._room_at <= now:  # a rate-limited type has room again
+                    self._room_at = math.inf
+                    self._claim_requested = True
                 capacity = self.concurrency + self._prefetch()
                 if (claim_more or self._claim_requested) and len(self._held) < capacity:
                     return
-                remaining = min(next_tick, self._due_at) - now
+                remaining = min(next_tick, self._due_at, self._room_at) - now
                 if remaining <= 0:
                     return
                 self._cond.wait(remaining)
@@ -460,6 +502,8 @@ class Processor:
         """Jobs may have become due (the listener says so): claim without waiting."""
         with self._cond:
             self._claim_requested = self._due_unknown = True
+            if self._woken_at is None:
+                self._woken_at = time.perf_counter()
             self._cond.notify_all()
 
     def _forget_due_time(self) -> None:
@@ -514,7 +558,12 @@ class Processor:
         if drained and not restart:
             self.write_best_effort("worker registry", _unregister)
         _running_processors.discard(self)
-        logger.log(self._log_level, "processor %s stopped", self.worker_id)
+        logger.log(
+            self._log_level,
+            "processor %s stopped",
+            self.worker_id,
+            extra={"action": "processor_stopped", "worker_id": self.worker_id},
+        )
         if restart:
             self.start_in_background()
 
@@ -522,14 +571,21 @@ class Processor:
 
     def _run_once(self, *, inline: bool = False) -> int:
         self._run_before_claim()
-        outage = Outage(lambda exc: self._report(exc, event=True))
+        outage = Outage(
+            lambda exc: self._report(exc, event=True),
+            on_failure=self._instrument.store_failed,
+            worker_id=self.worker_id,
+        )
         try:
+            asked = time.perf_counter()
             _, claimed = self._backend.advance(
                 self.worker_id, [], self._claim_request(self.batch_size)
             )
         except Exception as exc:
+            self._instrument.store_failed()
             self._report(exc, event=True)
             return 0
+        self._instrument.claimed(len(claimed), time.perf_counter() - asked)
         if not claimed:
             return 0
         # Registered after the claim, so that an empty poll stays one statement. If this
@@ -537,7 +593,11 @@ class Processor:
         try:
             self._heartbeat.register()
         except Exception:
-            logger.exception("could not register worker %s (its heartbeat will)", self.worker_id)
+            logger.exception(
+                "could not register worker %s (its heartbeat will)",
+                self.worker_id,
+                extra={"action": "register_failed", "worker_id": self.worker_id},
+            )
         done = threading.Condition()
         outcomes: list[Outcome] = []
 
@@ -620,6 +680,8 @@ class Processor:
                 batch, outcomes[:] = [*pending, *outcomes], []
             result = self._store.store(batch, None)
             pending = result.retry
+            if pending:
+                self._instrument.store_retried(len(pending))
             if result.error is None:
                 outage.succeeded()
                 deadline = None
@@ -633,6 +695,12 @@ class Processor:
                     "processor %s: could not store %d outcome(s); their jobs will be reclaimed",
                     self.worker_id,
                     len(pending),
+                    extra={
+                        "action": "outcomes_abandoned",
+                        "worker_id": self.worker_id,
+                        "job_ids": [outcome.job.id for outcome in pending],
+                        "count": len(pending),
+                    },
                 )
                 with self._cond:
                     for outcome in pending:
@@ -649,7 +717,15 @@ class Processor:
             job_types=self._job_types,
             group_limit=self.group_concurrency,
             scan_size=self.batch_size,
+            rate_limits=self._rate_limits,
+            on_rate_limited=self._rate_limited if self._rate_limits else None,
         )
+
+    def _rate_limited(self, seconds: float) -> None:
+        """The claim left a rate-limited type full: claim again once it has room."""
+        room_at = time.monotonic() + seconds
+        with self._cond:
+            self._room_at = min(self._room_at, room_at)
 
     def _run_before_claim(self) -> None:
         for hook in self._before_claim:
@@ -658,24 +734,34 @@ class Processor:
             except Exception as exc:
                 self._report(exc, event=True)
 
-    def _cycle(self, outcomes: list[Outcome], limit: int) -> int:
+    def _cycle(self, outcomes: list[Outcome], limit: int, woken_at: float | None = None) -> int:
         """Store ``outcomes`` and claim up to ``limit`` jobs; return how many were claimed.
 
         Outcomes the store could not take are kept for the next cycle, after a backoff.
+        ``woken_at``: when the wake-up that asked for this claim arrived (kept for the
+        next claim if this cycle claims nothing).
         """
         claim = self._claim_request(max(limit, 0)) if limit > 0 else None
+        if claim is None and woken_at is not None:
+            self._keep_wakeup(woken_at)
         result = self._store.store(outcomes, claim)
         if result.error is not None:
             self._back_off(result.error)
         elif outcomes or claim is not None:
             self._outage.succeeded()
         if result.retry:
+            self._instrument.store_retried(len(result.retry))
             self._put_back(result.retry, [])
-        self._accept(result.claimed)
+        self._accept(result.claimed, woken_at)
         return len(result.claimed)
 
-    def _accept(self, claimed: list[ClaimedJob]) -> None:
-        executions = [Execution(job, self._deliver) for job in claimed]
+    def _keep_wakeup(self, woken_at: float) -> None:
+        with self._cond:
+            if self._woken_at is None or woken_at < self._woken_at:
+                self._woken_at = woken_at
+
+    def _accept(self, claimed: list[ClaimedJob], woken_at: float | None = None) -> None:
+        executions = [Execution(job, self._deliver, woken_at) for job in claimed]
         with self._cond:
             self._held.update((e.job.id, e) for e in executions)
             self._queued += len(executions)
@@ -705,6 +791,12 @@ class Processor:
             self.worker_id,
             len(released),
             ", ".join(map(str, released)),
+            extra={
+                "action": "jobs_released",
+                "worker_id": self.worker_id,
+                "job_ids": list(released),
+                "count": len(released),
+            },
         )
 
     def _put_back(self, outcomes: list[Outcome], to_release: list[Execution]) -> None:
@@ -739,11 +831,16 @@ class Processor:
                 "its result will not be stored",
                 execution.job.id,
                 self.worker_id,
+                extra=job_fields(execution.job, self.worker_id, "lock_lost"),
             )
             execution.signal.abort("lock lost")
 
     def _reclaimed(self, count: int) -> None:
-        logger.info("reclaimed %d job(s) of workers that stopped heartbeating", count)
+        logger.info(
+            "reclaimed %d job(s) of workers that stopped heartbeating",
+            count,
+            extra={"action": "jobs_reclaimed", "worker_id": self.worker_id, "count": count},
+        )
         with self._cond:
             self._claim_requested = True  # they are due now: claim without waiting for a poll
             self._cond.notify_all()
@@ -755,7 +852,13 @@ class Processor:
                 self._cond.notify_all()
 
     def _report(self, error: BaseException, *, event: bool) -> None:
-        report_error(error, self._on_error, logger, "Job processor error:")
+        report_error(
+            error,
+            self._on_error,
+            logger,
+            "Job processor error:",
+            extra={"action": "processor_error", "worker_id": self.worker_id},
+        )
         if event:
             self.emit("error", error)
 
@@ -770,6 +873,7 @@ class Processor:
         self._handler_seconds += (elapsed - self._handler_seconds) * 0.1
 
     def _run_job(self, execution: Execution) -> None:
+        self._job_started(execution)
         job = execution.job
         handler = self._handlers.get(job.job_type)
         if not handler:
@@ -778,6 +882,7 @@ class Processor:
             return
         if execution.has_timeout:
             self._watchdog.arm(execution, int(job.timeout_ms or 0))
+        run_trace = tracing.start_run(job, self.worker_id)  # None unless OpenTelemetry is set up
         try:
             self._resolve_waits(execution)
             outcome = self._invoke(handler, execution)
@@ -791,11 +896,40 @@ class Processor:
         except BaseException as exc:  # every raise is a job outcome
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
-            logger.error("Error processing job %s: %s", job.id, exc, exc_info=exc)
+            logger.error(
+                "Error processing job %s: %s",
+                job.id,
+                exc,
+                exc_info=exc,
+                extra=job_fields(job, self.worker_id, "handler_raised"),
+            )
             outcome = Outcome.failed(job, exc, FailureReason.HANDLER_ERROR)
         self._watchdog.disarm(execution)
+        if run_trace is not None:
+            run_trace.end(outcome, timed_out=execution.settled)  # settled first by the deadline
         if not execution.settle(outcome):
-            logger.log(self._log_level, "job %s returned after its timeout; ignored", job.id)
+            logger.log(
+                self._log_level,
+                "job %s returned after its timeout; ignored",
+                job.id,
+                extra=job_fields(job, self.worker_id, "late_return_ignored"),
+            )
+
+    def _job_started(self, execution: Execution) -> None:
+        """Mark the start of the job's run (its run time counts from here); report it."""
+        execution.started_at = started = time.perf_counter()
+        job = execution.job
+        woken_at = execution.woken_at
+        self._instrument.job_started(job.job_type, None if woken_at is None else started - woken_at)
+        if logger.isEnabledFor(self._log_level):
+            logger.log(
+                self._log_level,
+                "job %s (%s) started, attempt %d",
+                job.id,
+                job.job_type,
+                job.attempts,
+                extra=job_fields(job, self.worker_id, "job_started"),
+            )
 
     def _resolve_waits(self, execution: Execution) -> None:
         """Mark the waits that ended as completed before the handler runs again (§6.3)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +28,8 @@ import attrs
 from dataqueue.backends.base import Backend, ClaimedJob, ClaimRequest, Completion, Failure
 from dataqueue.enums import FailureReason
 from dataqueue.errors import DataQueueError
+from dataqueue.logs import job_fields, milliseconds
+from dataqueue.processing.instrument import NO_INSTRUMENTATION, Instrumentation, JobOutcome
 from dataqueue.processing.invoke import Outcome, error_message
 from dataqueue.retry import retry_delay_seconds
 
@@ -59,7 +62,8 @@ class OutcomeStore:
     """Writes outcomes for one worker; emits the hooks of what was written.
 
     ``settled(job_id)`` is called once the store has answered for a job (written, or
-    refused because the worker no longer owns it).
+    refused because the worker no longer owns it). ``instrument`` is told of each claim
+    and of each job the store answered for; what was stored is logged at ``log_level``.
     """
 
     def __init__(
@@ -68,11 +72,16 @@ class OutcomeStore:
         worker_id: str,
         emit: Callable[[str, Any], None],
         settled: Callable[[int], None],
+        *,
+        instrument: Instrumentation = NO_INSTRUMENTATION,
+        log_level: int = logging.DEBUG,
     ) -> None:
         self._backend = backend
         self._worker_id = worker_id
         self._emit = emit
         self._settled = settled
+        self._instrument = instrument
+        self._log_level = log_level
 
     def store(self, outcomes: Sequence[Outcome], claim: ClaimRequest | None) -> StoreResult:
         """Store ``outcomes`` and, if ``claim`` asks for jobs, claim in the same statement."""
@@ -93,9 +102,11 @@ class OutcomeStore:
         self, completions: list[Outcome], claim: ClaimRequest, result: StoreResult
     ) -> None:
         try:
+            asked = time.perf_counter()
             done, claimed = self._backend.advance(
                 self._worker_id, [Completion(o.job.id, o.output_json) for o in completions], claim
             )
+            self._instrument.claimed(len(claimed), time.perf_counter() - asked)
         except Exception as exc:
             if not self._backend.is_data_error(exc) or not completions:
                 result.failed(exc, True)
@@ -104,7 +115,9 @@ class OutcomeStore:
             # The claim or one completion is at fault: never let it take the others.
             self._attempt(completions, result)
             try:
+                asked = time.perf_counter()
                 _, claimed = self._backend.advance(self._worker_id, [], claim)
+                self._instrument.claimed(len(claimed), time.perf_counter() - asked)
             except Exception as claim_error:
                 result.failed(claim_error, True)
                 return
@@ -156,10 +169,16 @@ class OutcomeStore:
         if outcome.kind != "failed":
             what = "output" if outcome.kind == "completed" else "step data"
             logger.error(
-                "job %s: its %s could not be stored (%s); failing it", job.id, what, reason
+                "job %s: its %s could not be stored (%s); failing it",
+                job.id,
+                what,
+                reason,
+                extra=job_fields(job, self._worker_id, "outcome_refused", error=reason),
             )
             refused = OutcomeNotStorableError(f"the job's {what} could not be stored: {reason}")
-            return Outcome.failed(job, refused, FailureReason.HANDLER_ERROR)
+            return _with_run_time(
+                Outcome.failed(job, refused, FailureReason.HANDLER_ERROR), outcome
+            )
         if not outcome.escaped:
             message = error_message(outcome.error or Exception()).encode(
                 "ascii", "backslashreplace"
@@ -168,12 +187,14 @@ class OutcomeStore:
                 job, DataQueueError(message.decode()), outcome.reason or FailureReason.HANDLER_ERROR
             )
             escaped.escaped = True
-            return escaped
+            return _with_run_time(escaped, outcome)
         logger.error(
             "job %s: its failure could not be stored (%s); it stays locked until reclaimed",
             job.id,
             reason,
+            extra=job_fields(job, self._worker_id, "failure_refused", error=reason),
         )
+        self._finished(outcome, "dropped")
         return None
 
     # -- writes and their hooks ------------------------------------------------------
@@ -184,12 +205,15 @@ class OutcomeStore:
             job = outcome.job
             self._settled(job.id)
             if job.id in stored:
+                self._finished(outcome, "completed")
                 self._emit("job:completed", {"job_id": job.id, "job_type": job.job_type})
             else:
+                self._finished(outcome, "dropped")
                 logger.warning(
                     "job %s finished but worker %s no longer owned it; result dropped",
                     job.id,
                     self._worker_id,
+                    extra=job_fields(job, self._worker_id, "result_dropped"),
                 )
 
     def _write_failures(self, failures: list[Outcome]) -> None:
@@ -199,12 +223,15 @@ class OutcomeStore:
             self._settled(outcome.job.id)
             result = by_id.get(outcome.job.id)
             if result is None:
+                self._finished(outcome, "dropped")
                 logger.warning(
                     "job %s failed but worker %s no longer owned it; failure dropped",
                     outcome.job.id,
                     self._worker_id,
+                    extra=job_fields(outcome.job, self._worker_id, "result_dropped"),
                 )
                 continue
+            self._finished(outcome, "failed", will_retry=result.will_retry)
             self._emit(
                 "job:failed",
                 {
@@ -222,11 +249,44 @@ class OutcomeStore:
         )
         self._settled(job.id)
         if parked:
+            self._finished(outcome, "waiting")
             self._emit("job:waiting", {"job_id": job.id, "job_type": job.job_type})
         else:
+            self._finished(outcome, "dropped")
             logger.warning(
-                "job %s started waiting but worker %s no longer owned it", job.id, self._worker_id
+                "job %s started waiting but worker %s no longer owned it",
+                job.id,
+                self._worker_id,
+                extra=job_fields(job, self._worker_id, "result_dropped"),
             )
+
+    def _finished(self, outcome: Outcome, stored: JobOutcome, *, will_retry: bool = False) -> None:
+        """Report a job the store answered for; log it at ``log_level`` (not ``dropped``)."""
+        job = outcome.job
+        reason = None if outcome.reason is None else outcome.reason.value
+        self._instrument.job_finished(job.job_type, stored, reason, will_retry, outcome.run_seconds)
+        if stored == "dropped" or not logger.isEnabledFor(self._log_level):
+            return  # a dropped result has its own warning
+        extra = job_fields(job, self._worker_id, f"job_{stored}")
+        if outcome.run_seconds is not None:
+            extra["duration_ms"] = milliseconds(outcome.run_seconds)
+        if stored == "failed":
+            extra.update(reason=reason, will_retry=will_retry)
+        logger.log(
+            self._log_level,
+            "job %s (%s) %s%s after %s ms",
+            job.id,
+            job.job_type,
+            stored,
+            "" if reason is None else f" ({reason}{', will retry' if will_retry else ''})",
+            extra.get("duration_ms", "?"),
+            extra=extra,
+        )
+
+
+def _with_run_time(replacement: Outcome, original: Outcome) -> Outcome:
+    replacement.run_seconds = original.run_seconds
+    return replacement
 
 
 def _failure(outcome: Outcome) -> Failure:

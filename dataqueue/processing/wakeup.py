@@ -96,10 +96,15 @@ class Listener:
                 logger.info(
                     "processor %s: this store cannot push wake-ups; polling only",
                     self._worker_id,
+                    extra={"action": "polling_only", "worker_id": self._worker_id},
                 )
                 return
             if failures:
-                logger.info("processor %s: listening for wake-ups again", self._worker_id)
+                logger.info(
+                    "processor %s: listening for wake-ups again",
+                    self._worker_id,
+                    extra={"action": "listening_again", "worker_id": self._worker_id},
+                )
                 self._outage.succeeded()
             failures = 0
             self._wake()  # whatever became due while nobody listened
@@ -129,7 +134,18 @@ class Listener:
     def _failed(self, error: BaseException, failures: int) -> float:
         """Report (once per outage) and return the delay before reconnecting."""
         self._outage.failed(error)
-        logger.debug("processor %s: listening failed (%d): %s", self._worker_id, failures, error)
+        logger.debug(
+            "processor %s: listening failed (%d): %s",
+            self._worker_id,
+            failures,
+            error,
+            extra={
+                "action": "listen_failed",
+                "worker_id": self._worker_id,
+                "tries": failures,
+                "error": str(error),
+            },
+        )
         # Its own backoff: the loop's successes reset the shared outage, and a store
         # that cannot listen while it answers queries must not be retried in a hot loop.
         return float(min(BACKOFF_CAP, BACKOFF_START * 2.0 ** min(failures - 1, 16)))
@@ -140,4 +156,8 @@ class Listener:
         try:
             wakeups.close()
         except Exception:
-            logger.debug("could not close the listening connection (ignored)", exc_info=True)
+            logger.debug(
+                "could not close the listening connection (ignored)",
+                exc_info=True,
+                extra={"action": "listen_close_failed", "worker_id": self._worker_id},
+            )

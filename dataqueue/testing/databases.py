@@ -144,7 +144,9 @@ class TemplateDatabases:
         except BaseException:
             self._drop(name)
             raise
-        logger.debug("template database %s ready", name)
+        logger.debug(
+            "template database %s ready", name, extra={"action": "template_ready", "database": name}
+        )
         self._template = name
         return name
 

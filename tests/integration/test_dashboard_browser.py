@@ -9,6 +9,7 @@ is skipped with a reason saying what to install.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ BASE = "/admin/dataqueue"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 XSS_TYPE = "<img src=x onerror=alert(1)>"
 XSS_PAYLOAD = {"x": "<script>alert(1)</script>"}
+JOB_ROWS = "table.dq-jobs tbody tr"
 
 
 def _chromium() -> str | None:
@@ -160,16 +162,16 @@ def test_list_tabs_and_pagination(page: Any, base_url: str, pg_queue: dq.JobQueu
     page.goto(base_url)
     expect = sync_api.expect
     expect(page.locator("h1")).to_have_text("Jobs")
-    expect(page.locator("tbody tr")).to_have_count(25)
+    expect(page.locator(JOB_ROWS)).to_have_count(25)
     expect(page.locator(".dq-page")).to_have_text("Page 1")
     expect(page.locator("#dq-prev")).to_be_disabled()
     page.click("#dq-next")
     expect(page.locator(".dq-page")).to_have_text("Page 2")
-    expect(page.locator("tbody tr")).to_have_count(3)
+    expect(page.locator(JOB_ROWS)).to_have_count(3)
     expect(page.locator("#dq-next")).to_be_disabled()
     page.click('button[data-status="failed"]')
     expect(page.locator(".dq-page")).to_have_text("Page 1")
-    expect(page.locator("tbody tr")).to_have_count(1)
+    expect(page.locator(JOB_ROWS)).to_have_count(1)
     expect(_row(page, failed)).to_contain_text("webhook")
     expect(_row(page, failed)).to_contain_text("1/1")
     page.click('button[data-status="waiting"]')
@@ -268,6 +270,66 @@ def test_untrusted_job_data_renders_as_text(
     # The page fixture fails the test if any alert() dialog opened.
 
 
+def test_overview_counts_link_to_filtered_lists(
+    page: Any, base_url: str, pg_queue: dq.JobQueue, engine: sa.Engine
+) -> None:
+    ids = _seed(pg_queue, engine)
+    page.goto(base_url)
+    expect = sync_api.expect
+    overview = page.locator("#dq-overview")
+    failed = overview.locator('a[data-stat="failed"]')
+    expect(failed.locator(".dq-stat-count")).to_have_text("1")
+    expect(failed).to_have_class(re.compile("dq-stat-alert"))  # it failed within the window
+    expect(overview.locator('a[data-stat="pending"] .dq-stat-count')).to_have_text("1")
+    expect(overview.locator('a[data-stat="completed"] .dq-stat-count')).to_have_text("1")
+    # The failing type comes first, marked.
+    first = overview.locator("tr[data-job-type]").first
+    expect(first).to_have_attribute("data-job-type", "webhook")
+    expect(first).to_have_class(re.compile("dq-failing"))
+    expect(first.locator(".dq-failing-badge")).to_have_text("failing")
+    expect(overview.locator('tr[data-job-type="email"]')).not_to_have_class(
+        re.compile("dq-failing")
+    )
+    failed.click()
+    expect(page.locator(JOB_ROWS)).to_have_count(1)
+    expect(_row(page, ids["webhook"])).to_be_visible()
+    expect(page.locator('button[data-status="failed"]')).to_have_class(re.compile("dq-tab-active"))
+    overview.locator('tr[data-job-type="email"] a.dq-type-link').click()
+    expect(page.locator("#dq-type-filter")).to_contain_text("email")
+    expect(page.locator(JOB_ROWS)).to_have_count(2)  # the cancelled and the pending one
+    assert page.url.endswith("#/?type=email")
+    page.click(".dq-filter-clear")
+    expect(page.locator(JOB_ROWS)).to_have_count(5)
+
+
+def test_overview_refreshes_with_the_list(page: Any, base_url: str, pg_queue: dq.JobQueue) -> None:
+    page.goto(base_url)
+    pending = page.locator('#dq-overview a[data-stat="pending"] .dq-stat-count')
+    sync_api.expect(pending).to_have_text("0")
+    job_id = pg_queue.add_job("email", {})
+    page.click("#dq-refresh")
+    sync_api.expect(pending).to_have_text("1")
+    sync_api.expect(page.locator('#dq-overview tr[data-job-type="email"]')).to_be_visible()
+    page.click("#dq-process")
+    sync_api.expect(_row(page, job_id)).to_contain_text("completed")
+    sync_api.expect(
+        page.locator('#dq-overview a[data-stat="completed"] .dq-stat-count')
+    ).to_have_text("1")
+
+
+def test_untrusted_job_type_in_the_overview_renders_as_text(
+    page: Any, base_url: str, pg_queue: dq.JobQueue
+) -> None:
+    pg_queue.add_job(XSS_TYPE, XSS_PAYLOAD)
+    page.goto(base_url)
+    link = page.locator("#dq-overview a.dq-type-link")
+    sync_api.expect(link).to_have_text(XSS_TYPE)
+    link.click()
+    sync_api.expect(page.locator("#dq-type-filter")).to_contain_text(XSS_TYPE)
+    sync_api.expect(page.locator(JOB_ROWS)).to_have_count(1)
+    assert page.locator("main img, main script").count() == 0
+
+
 def test_screenshot_for_the_docs(
     page: Any, base_url: str, pg_queue: dq.JobQueue, engine: sa.Engine, tmp_path: Path
 ) -> None:
@@ -286,7 +348,7 @@ def test_screenshot_for_the_docs(
         "((SELECT max(id) FROM job_queue) - id + 1) * interval '13 minutes'",
     )
     page.goto(base_url)
-    sync_api.expect(page.locator("tbody tr")).to_have_count(7)
+    sync_api.expect(page.locator(JOB_ROWS)).to_have_count(7)
     target = SCREENSHOT if os.environ.get("DATAQUEUE_UPDATE_SCREENSHOT") else tmp_path / "d.png"
     target.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(target))

@@ -38,7 +38,14 @@ from dataqueue.schema import metadata
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The newest revision, read from the shipped script directory (not hard-coded).
 HEAD = alembic.script.ScriptDirectory(script_location()).get_current_head()
-DATAQUEUE_TABLES = {"job_queue", "job_events", "waitpoints", "cron_schedules", "dataqueue_workers"}
+DATAQUEUE_TABLES = {
+    "job_queue",
+    "job_events",
+    "waitpoints",
+    "cron_schedules",
+    "dataqueue_workers",
+    "dataqueue_rate_limit_starts",
+}
 URL_ENV_VARS = ("DATAQUEUE_DATABASE_URL", "PG_DATAQUEUE_DATABASE")
 
 

@@ -11,6 +11,7 @@ pipelined chunks (:mod:`dataqueue.backends.postgres.enqueue`).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from dataqueue.backends.base import (
 from dataqueue.backends.postgres import enqueue as pg_enqueue
 from dataqueue.backends.postgres import notify as pg_notify
 from dataqueue.backends.postgres import sql as pg_sql
+from dataqueue.backends.postgres import stats as pg_stats
 from dataqueue.backends.postgres.enqueue import Enqueuer
 from dataqueue.config import reset_engine_after_fork
 from dataqueue.enums import FailureReason, JobEventType, JobStatus, TagMatch
@@ -43,7 +45,15 @@ from dataqueue.errors import (
     DuplicateScheduleError,
     SchemaNotReadyError,
 )
-from dataqueue.records import CronScheduleRecord, JobEvent, JobRecord, WaitpointRecord, iso_text
+from dataqueue.rate_limits import RateLimit
+from dataqueue.records import (
+    CronScheduleRecord,
+    JobEvent,
+    JobRecord,
+    JobTypeStats,
+    WaitpointRecord,
+    iso_text,
+)
 from dataqueue.validation import EDITED_KEYS, JobFilter, NewJob
 
 logger = logging.getLogger("dataqueue.postgres")
@@ -71,6 +81,8 @@ _INVALID_SCHEMA_NAME = "3F000"  # e.g. the sequence literal of a schema never mi
 
 # Advisory lock keys of dataqueue live in their own range (arbitrary constant).
 _GROUP_LOCK_BASE = 0x64715F0000
+# A claimed row: is_done, then the ClaimedJob fields (a rate-limited claim adds a column).
+_CLAIMED_END = 1 + len(pg_sql.CLAIMED_COLUMNS) + 1
 
 _RECLAIM_MESSAGE = (
     "Job was reclaimed after exceeding its processing time on its last attempt "
@@ -285,6 +297,19 @@ def _edit_metadata(updates: Mapping[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _free_types(
+    claim: ClaimRequest, limited: tuple[tuple[str, RateLimit], ...]
+) -> tuple[pg_sql.FreeTypes | None, list[str]]:
+    """How a rate-limited claim finds the types without a limit, and their list."""
+    if not limited:
+        return None, []
+    if claim.job_types is None:
+        return "unlisted", []
+    names = {t for t, _ in limited}
+    free = [t for t in claim.job_types if t not in names]
+    return ("listed" if free else "none"), free
+
+
 class PostgresBackend:
     """The :class:`dataqueue.backends.base.Backend` on PostgreSQL.
 
@@ -327,9 +352,11 @@ class PostgresBackend:
         self._enqueuer = Enqueuer(self._sql, schema, engine.dialect, channel)
         self._fail_sql = pg_sql.render_fail(schema, channel)
         self._named = pg_sql.render_named(schema, channel)
-        self._advance_cache: dict[tuple[bool, bool, int], str] = {}
+        self._advance_cache: dict[tuple[bool, bool, int, pg_sql.FreeTypes | None], str] = {}
+        self._rate_lock_keys: dict[str, int] = {}
         # One advisory lock serialises claims under a group limit (W-GRP-1).
         self._lock_key = _GROUP_LOCK_BASE + zlib.crc32((schema or "").encode())
+        self._completed_counts = pg_stats.CompletedCounts()  # get_stats
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -444,6 +471,15 @@ class PostgresBackend:
     def get_job_events(self, job_id: int) -> list[JobEvent]:
         statement = sa.select(je).where(je.c.job_id == job_id).order_by(je.c.created_at, je.c.id)
         return [job_event_from_row(row._mapping) for row in self._rows(statement)]
+
+    def get_stats(self, window_seconds: float) -> tuple[dt.datetime, list[JobTypeStats]]:
+        # One snapshot (and one now()) for every count: a job moving on meanwhile is
+        # counted once. Read-only, so it never blocks or waits for a writer.
+        snapshot = self._transactional.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
+        with self._translate_errors(), snapshot.connect() as conn, conn.begin():
+            return pg_stats.collect(conn, window_seconds, self._completed_counts)
 
     # -- management -----------------------------------------------------------------
 
@@ -727,6 +763,7 @@ class PostgresBackend:
             claim = attrs.evolve(claim, limit=0)  # an empty type filter matches nothing
         if not completions and claim.limit <= 0:
             return [], []
+        limited = claim.limited_types() if claim.limit > 0 else ()
         params = {
             "worker_id": worker_id,
             "done_ids": [c.job_id for c in completions],
@@ -735,29 +772,67 @@ class PostgresBackend:
             "job_types": list(claim.job_types or ()),
             "group_limit": claim.group_limit or 0,
         }
-        statement = sa.text(self._advance_sql(claim))
+        free_types = _free_types(claim, limited)
+        if limited:
+            params.update(
+                rate_types=[t for t, _ in limited],
+                rate_limits=[limit.limit for _, limit in limited],
+                rate_periods=[limit.per for _, limit in limited],
+                free_types=free_types[1],
+            )
+        statement = sa.text(self._advance_sql(claim, free_types[0]))
         with self._translate_errors():
-            if claim.group_limit and claim.limit > 0:
+            if limited:
+                # Per limited type (and the group lock): no two claims count the same room.
+                keys = [self._rate_lock_key(t) for t, _ in limited]
+                if claim.group_limit:
+                    keys.append(self._lock_key)
+                with self._transaction() as conn:
+                    conn.execute(sa.text(pg_sql.RATE_LOCK_SQL), {"lock_keys": keys})
+                    rows = conn.execute(statement, params).all()
+            elif claim.group_limit and claim.limit > 0:
                 with self._transaction() as conn:
                     conn.execute(sa.text(pg_sql.GROUP_CLAIM_LOCK_SQL), {"lock_key": self._lock_key})
                     rows = conn.execute(statement, params).all()
             else:
                 with self._autocommit.connect() as conn:
                     rows = conn.execute(statement, params).all()
-        done = [row[1] for row in rows if row[0]]
-        claimed = [ClaimedJob(*row[1:]) for row in rows if not row[0]]
+        done: list[int] = []
+        claimed: list[ClaimedJob] = []
+        for row in rows:
+            if row[0] is None:  # rate-limited claims only: when a full type has room again
+                if claim.on_rate_limited is not None:
+                    claim.on_rate_limited(max(float(row[-1]), 0.0))
+            elif row[0]:
+                done.append(row[1])
+            else:
+                claimed.append(ClaimedJob(*row[1:_CLAIMED_END]))
         return done, claimed
 
-    def _advance_sql(self, claim: ClaimRequest) -> str:
+    def _advance_sql(self, claim: ClaimRequest, rate_limited: pg_sql.FreeTypes | None) -> str:
         scan = max(claim.limit, claim.scan_size, 1)
-        key = (claim.job_types is not None, bool(claim.group_limit), scan)
+        key = (claim.job_types is not None, bool(claim.group_limit), scan, rate_limited)
         sql = self._advance_cache.get(key)
         if sql is None:
             sql = pg_sql.render_advance(
-                self.schema, type_filter=key[0], group_limit=key[1], scan_size=scan
+                self.schema,
+                type_filter=key[0],
+                group_limit=key[1],
+                scan_size=scan,
+                rate_limited=rate_limited,
             )
             self._advance_cache[key] = sql
         return sql
+
+    def _rate_lock_key(self, job_type: str) -> int:
+        """The advisory lock of ``job_type``'s rate limit in this schema (a signed int8)."""
+        key = self._rate_lock_keys.get(job_type)
+        if key is None:
+            digest = hashlib.blake2b(
+                f"{self.schema or ''}\x00{job_type}".encode(), digest_size=8, person=b"dq-rate"
+            ).digest()
+            key = self._rate_lock_keys[job_type] = int.from_bytes(digest, "big", signed=True)
+        return key
 
     def fail_jobs(self, worker_id: str, failures: Sequence[Failure]) -> list[FailResult]:
         if not failures:

@@ -254,7 +254,12 @@ def _roll_back_to_savepoint(conn: psycopg.Connection[Any]) -> None:
     try:
         conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}; RELEASE SAVEPOINT {_SAVEPOINT}")
     except psycopg.Error:
-        logger.warning("could not roll back to savepoint %s", _SAVEPOINT, exc_info=True)
+        logger.warning(
+            "could not roll back to savepoint %s",
+            _SAVEPOINT,
+            exc_info=True,
+            extra={"action": "savepoint_rollback_failed"},
+        )
 
 
 def _as_sqlalchemy_error(exc: psycopg.Error, conn: sa.Connection) -> BaseException:

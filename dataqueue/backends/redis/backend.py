@@ -12,6 +12,8 @@ that set ``pending_reason``, and cleanup that keeps concurrently appended events
 What the reads cost (n: jobs stored, k: candidates after the set filters):
 
 - ``get_job``: one ``HGETALL``. ``get_job_events``: one ``LRANGE`` of the job's list.
+- ``get_stats``: one read-only script on counters the other scripts keep (O(job types)),
+  then a pipelined ``LRANGE`` of the newest run times per type (:mod:`.stats`).
 - ``list_jobs`` without filters (``get_all_jobs``): one read-only script on ``P all``,
   O(log n + limit + jobs created in the page's boundary milliseconds), then one
   pipelined ``HGETALL`` per job of the page. Jobs of one ``add_jobs`` call share a
@@ -76,6 +78,7 @@ from dataqueue.backends.base import (
 from dataqueue.backends.redis import codec, scripts
 from dataqueue.backends.redis.cron import RedisCron
 from dataqueue.backends.redis.keys import Keys
+from dataqueue.backends.redis.stats import RedisStats
 from dataqueue.backends.redis.tokens import RedisTokens
 from dataqueue.backends.redis.wakeups import RedisWakeups
 from dataqueue.enums import JobStatus, TagMatch
@@ -130,7 +133,12 @@ def retrying(call: Callable[[], Any]) -> Any:
         try:
             return call()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            logger.debug("Redis connection lost (%s); retrying in %.2f s", exc, pause)
+            logger.debug(
+                "Redis connection lost (%s); retrying in %.2f s",
+                exc,
+                pause,
+                extra={"action": "redis_retry", "error": str(exc), "delay_ms": pause * 1000},
+            )
             time.sleep(pause)
     return call()
 
@@ -149,7 +157,7 @@ def _run_at_matches(run_at_ms: int, ops: Sequence[tuple[str, dt.datetime]]) -> b
     return True
 
 
-class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
+class RedisBackend(RedisTokens, RedisCron, RedisWakeups, RedisStats):
     """The :class:`dataqueue.backends.base.Backend` on Redis.
 
     ``client`` is a ``redis.Redis``; it is closed by :meth:`close` only if
@@ -474,6 +482,10 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
             args += ["*", 0]
         else:
             args += ["types", len(claim.job_types), *claim.job_types]
+        limited = claim.limited_types() if limit > 0 else ()
+        args.append(len(limited))
+        for job_type, rate_limit in limited:
+            args += [job_type, rate_limit.limit, rate_limit.per_milliseconds]
         args.append(len(completions))
         for done in completions:
             if done.output_json is None:
@@ -483,7 +495,10 @@ class RedisBackend(RedisTokens, RedisCron, RedisWakeups):
         reply = self._run_once("advance", *args)
         n_done = int(reply[0])
         completed = [int(v) for v in reply[1 : 1 + n_done]]
-        rest = reply[1 + n_done :]
+        wait_ms = int(reply[1 + n_done])
+        if wait_ms >= 0 and claim.on_rate_limited is not None:
+            claim.on_rate_limited(wait_ms / 1000)
+        rest = reply[2 + n_done :]
         claimed = [
             codec.claimed_job(rest[start : start + codec.CLAIMED_FIELDS])
             for start in range(0, len(rest), codec.CLAIMED_FIELDS)

@@ -71,7 +71,7 @@ def batch_row(job: NewJob) -> list[Any]:
         head += ',"tags":' + tags_json
     if job.idempotency_key is not None:
         head += ',"idempotencyKey":' + _json(job.idempotency_key)
-    return [
+    row = [
         job.job_type,
         job.payload_json,
         str(job.max_attempts),
@@ -93,6 +93,9 @@ def batch_row(job: NewJob) -> list[Any]:
         job.depends_on_tags or [],
         head,
     ]
+    if job.step_data_json is not None:  # the trace context (dataqueue.tracing)
+        row.append(job.step_data_json)
+    return row
 
 
 def encode_batch(jobs: list[NewJob]) -> str:

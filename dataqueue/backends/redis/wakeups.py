@@ -148,7 +148,11 @@ class PubSubWakeups:
             pubsub.close()
             pool.disconnect()
             raise
-        logger.debug("listening for wake-ups on %r", channel)
+        logger.debug(
+            "listening for wake-ups on %r",
+            channel,
+            extra={"action": "listening", "channel": channel},
+        )
         return wakeups
 
     def wait(self, timeout: float) -> list[str] | None:

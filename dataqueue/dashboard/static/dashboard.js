@@ -13,9 +13,13 @@
   var REFRESH_MS = 3000;
   var TOAST_MS = 3000;
   var STATUSES = ["pending", "processing", "completed", "failed", "cancelled", "waiting"];
+  // The overview's order: what needs attention first.
+  var OVERVIEW_STATUSES = ["pending", "processing", "waiting", "failed", "completed", "cancelled"];
+  var STATS_WINDOW = 300; // seconds: the overview's "recent" window
 
   var state = {
     status: "", // "" is the All tab
+    jobType: "", // a job type to list, when no status is chosen
     offset: 0,
     autoRefresh: false,
     timer: null,
@@ -79,6 +83,28 @@
     if (seconds < 3600) return Math.floor(seconds / 60) + "m ago";
     if (seconds < 86400) return Math.floor(seconds / 3600) + "h ago";
     return Math.floor(seconds / 86400) + "d ago";
+  }
+
+  // Seconds as "850 ms", "4.2 s", "3m 12s", "5h 2m", "3d 4h".
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    if (seconds < 1) return Math.round(seconds * 1000) + " ms";
+    if (seconds < 60) return (Math.round(seconds * 10) / 10) + " s";
+    var s = Math.floor(seconds);
+    if (s < 3600) return Math.floor(s / 60) + "m " + (s % 60) + "s";
+    if (s < 86400) return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m";
+    return Math.floor(s / 86400) + "d " + Math.floor((s % 86400) / 3600) + "h";
+  }
+
+  function count(n) {
+    return Number(n).toLocaleString();
+  }
+
+  // The list's address for a filter: #/?status=failed, #/?type=email, or #/ (all jobs).
+  function listHash(status, jobType) {
+    if (status) return "#/?status=" + encodeURIComponent(status);
+    if (jobType) return "#/?type=" + encodeURIComponent(jobType);
+    return "#/";
   }
 
   function timeCell(iso) {
@@ -156,20 +182,18 @@
     }, "Process jobs");
     var tabs = el("div.dq-tabs", { role: "tablist" });
     [""].concat(STATUSES).forEach(function (status) {
-      tabs.appendChild(el("button.dq-tab" + (status === state.status ? ".dq-tab-active" : ""), {
+      var active = status === state.status && !(status === "" && state.jobType);
+      tabs.appendChild(el("button.dq-tab" + (active ? ".dq-tab-active" : ""), {
         type: "button",
         role: "tab",
         "data-status": status,
-        "aria-selected": status === state.status ? "true" : "false",
-        onclick: function () {
-          state.status = status;
-          state.offset = 0;
-          showList();
-        },
+        "aria-selected": active ? "true" : "false",
+        onclick: function () { navigate(listHash(status, "")); },
       }, status || "All"));
     });
     var body = el("div.dq-table-wrap");
     var pager = el("div.dq-pager");
+    var overview = el("section.dq-overview", { id: "dq-overview", "aria-label": "Overview" });
     clear(app);
     append(app, [
       el("div.dq-header", {},
@@ -180,11 +204,15 @@
             loadJobs();
           } }, "Refresh"),
           processButton)),
+      overview,
       tabs,
+      state.jobType ? el("div.dq-filter", { id: "dq-type-filter" },
+        "Type: ", el("strong", {}, state.jobType), " ",
+        el("a.dq-filter-clear", { href: "#/", title: "Show every job" }, "× clear")) : null,
       el("div.dq-card", {}, body),
       pager,
     ]);
-    state.view = { body: body, pager: pager, processButton: processButton };
+    state.view = { body: body, pager: pager, processButton: processButton, overview: overview };
     setAutoRefresh(state.autoRefresh);
     loadJobs(true);
   }
@@ -203,8 +231,10 @@
   function loadJobs(showSpinner) {
     var view = state.view;
     if (!view) return Promise.resolve();
+    loadStats(view);
     var query = "?limit=" + PAGE_SIZE + "&offset=" + state.offset;
     if (state.status) query += "&status=" + encodeURIComponent(state.status);
+    else if (state.jobType) query += "&jobType=" + encodeURIComponent(state.jobType);
     if (showSpinner) {
       clear(view.body);
       append(view.body, el("div.dq-empty", {}, spinner(), " Loading..."));
@@ -240,7 +270,7 @@
           el("td", {}, timeCell(job.createdAt)),
           el("td.dq-actions", {}, actionButtons(job, function () { loadJobs(); })));
       });
-      append(view.body, el("table.dq-table", {},
+      append(view.body, el("table.dq-table.dq-jobs", {},
         el("thead", {}, el("tr", {}, ["ID", "Type", "Status", "Priority", "Attempts", "Created",
           "Actions"].map(function (h) { return el("th", {}, h); }))),
         el("tbody", {}, rows)));
@@ -254,6 +284,94 @@
       el("button.dq-btn", { type: "button", id: "dq-next", disabled: !data.hasMore,
         onclick: function () { state.offset += PAGE_SIZE; loadJobs(true); },
       }, "Next →"),
+    ]);
+  }
+
+  // -- overview (counts by status and type) ---------------------------------------
+
+  function loadStats(view) {
+    if (view.statsLoading) return;
+    view.statsLoading = true;
+    api("GET", "/api/stats?window=" + STATS_WINDOW).then(
+      function (data) {
+        view.statsLoading = false;
+        if (state.view === view) renderOverview(view.overview, data.stats);
+      },
+      function (error) {
+        view.statsLoading = false;
+        if (state.view !== view) return;
+        clear(view.overview);
+        append(view.overview, el("div.dq-empty.dq-error", {}, "Overview: " + error.message));
+      }
+    );
+  }
+
+  function failing(type) {
+    return type.failedRecent > 0;
+  }
+
+  function renderOverview(node, stats) {
+    var span = stats.window % 60 === 0 ? stats.window / 60 + " min" : stats.window + " s";
+    var notes = {
+      pending: stats.oldestPendingAge !== null ? "oldest due " + duration(stats.oldestPendingAge) : "",
+      failed: count(stats.failedRetrying) + " to retry · " + count(stats.failedFinal) + " final",
+      completed: count(stats.completedRecent) + " in " + span,
+    };
+    var cards = el("div.dq-stats", {}, OVERVIEW_STATUSES.map(function (status) {
+      var attention = status === "failed" && stats.failedRecent > 0;
+      return el("a.dq-stat.dq-stat-" + status + (attention ? ".dq-stat-alert" : "") +
+          (state.status === status ? ".dq-stat-active" : ""), {
+        href: listHash(status, ""),
+        "data-stat": status,
+        title: "List " + status + " jobs",
+      },
+        el("span.dq-stat-count", {}, count(stats[status])),
+        el("span.dq-stat-label", {}, status),
+        notes[status] ? el("span.dq-stat-note", {}, notes[status]) : null);
+    }));
+    var types = stats.jobTypes.slice().sort(function (a, b) {
+      if (failing(a) !== failing(b)) return failing(a) ? -1 : 1;
+      return a.jobType < b.jobType ? -1 : a.jobType > b.jobType ? 1 : 0;
+    });
+    var table = types.length ? el("div.dq-table-wrap", {}, el("table.dq-table.dq-type-table", {},
+      el("thead", {}, el("tr", {}, [
+        ["Type", ""],
+        ["Pending", ""],
+        ["Oldest due", "How long the longest-waiting due pending job has been due"],
+        ["Running", "Processing now"],
+        ["Waiting", "Paused by a workflow wait"],
+        ["Failed", "Awaiting a retry / failed for good"],
+        ["Done " + span, "Completed in the last " + span],
+        ["Failed " + span, "Failed attempts in the last " + span],
+        ["p50", "Median run time of the jobs completed in the last " + span],
+        ["p95", "95th percentile run time of the jobs completed in the last " + span],
+      ].map(function (h) { return el("th", { title: h[1] || null }, h[0]); }))),
+      el("tbody", {}, types.map(function (type) {
+        return el("tr" + (failing(type) ? ".dq-failing" : ""), { "data-job-type": type.jobType },
+          el("td.dq-type", {},
+            el("a.dq-type-link", { href: listHash("", type.jobType), title: "List " + type.jobType + " jobs" },
+              type.jobType),
+            failing(type) ? el("span.dq-badge.dq-badge-failed.dq-failing-badge", {}, "failing") : null),
+          el("td", {}, count(type.pending)),
+          el("td", {}, duration(type.oldestPendingAge)),
+          el("td", {}, count(type.processing)),
+          el("td", {}, count(type.waiting)),
+          el("td", {}, count(type.failedRetrying) + " / " + count(type.failedFinal)),
+          el("td", {}, count(type.completedRecent)),
+          el("td.dq-failed-recent", {}, count(type.failedRecent)),
+          el("td", {}, duration(type.runTimeP50)),
+          el("td", {}, duration(type.runTimeP95)));
+      })))) : null;
+    var shown = node.querySelector("details"); // keep it folded if the user folded it
+    var open = shown ? shown.open : true;
+    clear(node);
+    append(node, [
+      cards,
+      table ? el("details.dq-card.dq-types", { open: open },
+        el("summary", {}, "By job type (" + types.length + ")",
+          el("span.dq-muted", {}, " · recent: last " + span + " · as of " +
+            absoluteTime(stats.collectedAt))),
+        table) : null,
     ]);
   }
 
@@ -281,7 +399,7 @@
     stopTimer(); // detail data loads once; the checkbox keeps its setting for the list
     clear(app);
     append(app, [
-      el("a.dq-back", { href: "#/" }, "← Back to Jobs"),
+      el("a.dq-back", { href: listHash(state.status, state.jobType) }, "← Back to Jobs"),
       el("div.dq-empty", {}, spinner(), " Loading..."),
     ]);
     var current = location.hash;
@@ -297,7 +415,7 @@
         if (location.hash !== current) return;
         clear(app);
         append(app, [
-          el("a.dq-back", { href: "#/" }, "← Back to Jobs"),
+          el("a.dq-back", { href: listHash(state.status, state.jobType) }, "← Back to Jobs"),
           el("div.dq-empty.dq-error", {}, error.message),
         ]);
       }
@@ -308,7 +426,7 @@
     var reload = function () { showDetail(jobId); };
     clear(app);
     append(app, [
-      el("a.dq-back", { href: "#/" }, "← Back to Jobs"),
+      el("a.dq-back", { href: listHash(state.status, state.jobType) }, "← Back to Jobs"),
       el("div.dq-header", {},
         el("h1", {}, "Job #" + job.id, " ", badge(job.status)),
         el("div.dq-controls", {}, actionButtons(job, reload))),
@@ -399,13 +517,23 @@
 
   // -- routing ----------------------------------------------------------------------
 
+  function navigate(hash) {
+    if (location.hash === hash || (hash === "#/" && !location.hash)) route();
+    else location.hash = hash;
+  }
+
   function route() {
     var match = /^#\/jobs\/([0-9]+)\/?$/.exec(location.hash);
     if (match) {
       showDetail(match[1]);
-    } else {
-      showList();
+      return;
     }
+    var filters = new URLSearchParams(location.hash.replace(/^#\/?\??/, ""));
+    var status = filters.get("status") || "";
+    state.status = STATUSES.indexOf(status) >= 0 ? status : "";
+    state.jobType = state.status ? "" : filters.get("type") || "";
+    state.offset = 0;
+    showList();
   }
 
   window.addEventListener("hashchange", route);

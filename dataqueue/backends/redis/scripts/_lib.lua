@@ -185,6 +185,218 @@ local function recheck_blocked(id)
   end
 end
 
+-- Queue statistics (stats.lua reads them; layout and costs: backends/redis/stats.py):
+--   `P stats:counts`    hash '<status>:<jobType>' -> jobs, and 'retrying:<jobType>' ->
+--                       failed jobs awaiting a retry, of the jobs counted (below)
+--   `P stats:retrying`  the counted failed jobs awaiting a retry (ids)
+--   `P stats:tracking`  'lo hi': the jobs counted are those with id <= lo or id > hi
+--                       ('0 0': all; stats_rebuild.lua counts the others, lo rising to
+--                       hi). Absent until the first get_stats: nothing is counted.
+--   `P stats:completed:<jobType>`, `P stats:failed:<jobType>`  hash: 'n' -> jobs
+--                       completed / attempts failed so far, 'b<second>' -> 'n' before the
+--                       first of that epoch second; `P stats:completed_at:<jobType>`,
+--                       `P stats:failed_at:<jobType>`: those seconds (zset, score = member)
+--                       of the last STATS_KEEP_SECONDS. So the count since a second is
+--                       'n' minus 'b' of the first second after it: one lookup.
+--   `P stats:runs:<jobType>`  'completedAt:run ms' of its last STATS_RUNS (to 99 more)
+--                       completions, newest first
+-- Recent activity is recorded whether or not the counts are kept.
+local STATS_KEEP_SECONDS = 3600
+local STATS_RUNS = 1000
+
+local stats_range = nil  -- read once per script run: false (not counting) or {lo, hi}
+
+local function stats_counted(id)
+  if stats_range == nil then
+    stats_range = false
+    local value = redis.call('GET', P .. 'stats:tracking')
+    local lo, hi = string.match(value or '', '^(%d+) (%d+)$')
+    if lo then
+      stats_range = {tonumber(lo), tonumber(hi)}
+    end
+  end
+  if not stats_range then
+    return false
+  end
+  local n = tonumber(id)
+  return n <= stats_range[1] or n > stats_range[2]
+end
+
+-- A script that changes many jobs calls stats_defer() first: the statistics' writes are
+-- then gathered (one HINCRBY per count and per tally, one LPUSH of run times per type)
+-- and made by stats_flush(), which it must call before it returns (advance.lua does,
+-- in keep_reply). Other scripts write at once.
+local stats_batch = nil
+
+local function stats_defer()
+  stats_batch = {counts = {}, tallies = {completed = {}, failed = {}}, runs = {}}
+end
+
+local function stats_write_count(field, delta)
+  if delta ~= 0 and redis.call('HINCRBY', P .. 'stats:counts', field, delta) == 0 then
+    redis.call('HDEL', P .. 'stats:counts', field)
+  end
+end
+
+local function stats_add(name, job_type, delta)
+  local field = name .. ':' .. job_type
+  if stats_batch then
+    stats_batch.counts[field] = (stats_batch.counts[field] or 0) + delta
+  else
+    stats_write_count(field, delta)
+  end
+end
+
+local stats_marked = {}  -- per script run: kind:jobType -> the second last marked
+
+-- `count` more completions or failed attempts (`kind`) of `job_type` at `at_ms`. The
+-- first of a second marks it; marks older than STATS_KEEP_SECONDS leave; the keys of
+-- the type are given that long (and a minute) to live from its last new second, so an
+-- idle type's keys expire.
+local function stats_write_tally(kind, job_type, count, at_ms)
+  local key = P .. 'stats:' .. kind .. ':' .. job_type
+  local n = redis.call('HINCRBY', key, 'n', count)
+  local second = math.floor(at_ms / 1000)
+  if stats_marked[kind .. ':' .. job_type] == second then
+    return
+  end
+  stats_marked[kind .. ':' .. job_type] = second
+  local marks = P .. 'stats:' .. kind .. '_at:' .. job_type
+  if redis.call('ZADD', marks, 'NX', second, int_text(second)) == 0 then
+    return
+  end
+  redis.call('HSET', key, 'b' .. int_text(second), n - count)
+  local cutoff = second - STATS_KEEP_SECONDS
+  for _, old in ipairs(redis.call('ZRANGE', marks, '-inf', cutoff, 'BYSCORE')) do
+    redis.call('HDEL', key, 'b' .. old)
+    redis.call('ZREM', marks, old)
+  end
+  for _, name in ipairs({key, marks}) do
+    redis.call('EXPIRE', name, STATS_KEEP_SECONDS + 60)
+  end
+  if kind == 'completed' then
+    redis.call('EXPIRE', P .. 'stats:runs:' .. job_type, STATS_KEEP_SECONDS + 60)
+  end
+end
+
+local function stats_tally(kind, job_type, at_ms)
+  if not stats_batch then
+    stats_write_tally(kind, job_type, 1, at_ms)
+    return
+  end
+  local of_kind = stats_batch.tallies[kind]
+  local pending = of_kind[job_type]
+  if pending and pending.at_ms == at_ms then  -- a batch normally shares one time
+    pending.count = pending.count + 1
+    return
+  end
+  if pending then
+    stats_write_tally(kind, job_type, pending.count, pending.at_ms)
+  end
+  of_kind[job_type] = {count = 1, at_ms = at_ms}
+end
+
+-- Pushes 'completedAt:run ms' entries on the type's list; it keeps the newest
+-- STATS_RUNS and is cut back once it has 100 more.
+local function stats_write_runs(job_type, entries)
+  local runs = P .. 'stats:runs:' .. job_type
+  if redis.call('LPUSH', runs, unpack(entries)) >= STATS_RUNS + 100 then
+    redis.call('LTRIM', runs, 0, STATS_RUNS - 1)
+  end
+end
+
+local function stats_run(job_type, done_at, started)
+  local entry = string.format('%d:%d', done_at, math.max(0, done_at - started))
+  if not stats_batch then
+    stats_write_runs(job_type, {entry})
+  elseif stats_batch.runs[job_type] then
+    table.insert(stats_batch.runs[job_type], entry)
+  else
+    stats_batch.runs[job_type] = {entry}
+  end
+end
+
+-- Makes the writes gathered since stats_defer().
+local function stats_flush()
+  local batch = stats_batch
+  if not batch then
+    return
+  end
+  stats_batch = nil
+  for field, delta in pairs(batch.counts) do
+    stats_write_count(field, delta)
+  end
+  for job_type, entries in pairs(batch.runs) do
+    stats_write_runs(job_type, entries)
+  end
+  for kind, of_kind in pairs(batch.tallies) do
+    for job_type, t in pairs(of_kind) do
+      stats_write_tally(kind, job_type, t.count, t.at_ms)
+    end
+  end
+end
+
+-- Statistics of a job that moved from status `old` (nil: new) to `new` (set_status).
+-- A completion records its run time (completedAt - startedAt), a failed attempt its
+-- time; the counts change for counted jobs only. `known` may hold job_type, and for a
+-- completion started_at and completed_at, as the caller read or wrote them.
+local function stats_on_status(id, job_key, old, new, known)
+  local counted = stats_counted(id)
+  local job_type = known and known.job_type
+  local retrying
+  if new == 'completed' then
+    local started, done_at
+    if job_type and known.completed_at then
+      started, done_at = known.started_at, known.completed_at
+    else
+      local f = redis.call('HMGET', job_key, 'jobType', 'startedAt', 'completedAt')
+      job_type, started, done_at = f[1], f[2], f[3]
+    end
+    done_at = tonumber(done_at)
+    if job_type and done_at then
+      if tonumber(started) then
+        stats_run(job_type, done_at, tonumber(started))
+      end
+      stats_tally('completed', job_type, done_at)
+    end
+  elseif new == 'failed' then
+    local f = redis.call('HMGET', job_key, 'jobType', 'lastFailedAt', 'nextAttemptAt',
+      'attempts', 'maxAttempts')
+    job_type = f[1]
+    if job_type and tonumber(f[2]) then
+      stats_tally('failed', job_type, tonumber(f[2]))
+    end
+    retrying = not is_null(f[3]) and (tonumber(f[4]) or 0) < (tonumber(f[5]) or 3)
+  elseif counted and not job_type then
+    job_type = redis.call('HGET', job_key, 'jobType')
+  end
+  if not (counted and job_type) then
+    return
+  end
+  if old then
+    stats_add(old, job_type, -1)
+  end
+  stats_add(new, job_type, 1)
+  if old == 'failed' and redis.call('SREM', P .. 'stats:retrying', id) == 1 then
+    stats_add('retrying', job_type, -1)
+  end
+  if retrying then
+    redis.call('SADD', P .. 'stats:retrying', id)
+    stats_add('retrying', job_type, 1)
+  end
+end
+
+-- A counted job of `status` and `job_type` is deleted (cleanup).
+local function stats_on_delete(id, status, job_type)
+  if not (stats_counted(id) and status and job_type) then
+    return
+  end
+  stats_add(status, job_type, -1)
+  if status == 'failed' and redis.call('SREM', P .. 'stats:retrying', id) == 1 then
+    stats_add('retrying', job_type, -1)
+  end
+end
+
 local ACTIVE = {pending = true, processing = true, waiting = true}
 
 -- Moves a job between statuses (`P status:<s>` sets and the status field) and keeps
@@ -206,6 +418,7 @@ local function set_status(id, old, new, known)
   if old == new then
     return
   end
+  stats_on_status(id, job_key, old, new, known)
   local was_active, is_active = ACTIVE[old] or false, ACTIVE[new] or false
   if was_active ~= is_active and not (known and known.tags ~= nil and is_null(known.tags)) then
     local tags = redis.call('SMEMBERS', job_key .. ':tags')
@@ -289,7 +502,7 @@ local function insert_job(job, deps, now)
   local fields = {'id', id_text, 'jobType', job[1], 'payload', job[2], 'status', 'pending',
     'maxAttempts', job[3], 'attempts', '0', 'priority', job[4], 'runAt', run_at,
     'forceKillOnTimeout', job[7], 'createdAt', now_text, 'updatedAt', now_text,
-    'errorHistory', '[]', 'stepData', '{}'}
+    'errorHistory', '[]', 'stepData', job[21] or '{}'}
   local optional = {'timeoutMs', job[6], 'tags', job[8], 'idempotencyKey', key_value,
     'retryDelay', job[11], 'retryBackoff', job[12], 'retryDelayMax', job[13],
     'deadLetterJobType', job[14], 'groupId', job[15], 'groupTier', job[16],
@@ -303,6 +516,9 @@ local function insert_job(job, deps, now)
   redis.call('HSET', job_key, unpack(fields))
   redis.call('SADD', P .. 'status:pending', id_text)
   redis.call('SADD', P .. 'type:' .. job[1], id_text)
+  if stats_counted(id_text) then
+    stats_add('pending', job[1], 1)
+  end
   for _, tag in ipairs(job[9]) do
     redis.call('SADD', P .. 'tag:' .. tag, id_text)
     redis.call('SADD', P .. 'active_tag:' .. tag, id_text)

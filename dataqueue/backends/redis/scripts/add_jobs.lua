@@ -3,7 +3,7 @@
 -- KEYS[1]  key prefix P
 -- ARGV[1]  caller id, ARGV[2] call token: a retried call (same token) returns the first
 --          call's reply without writing again
--- ARGV[3]  JSON array of jobs, each an array of 20 entries (codec.batch_row):
+-- ARGV[3]  JSON array of jobs, each an array of 20 or 21 entries (codec.batch_row):
 --    1 jobType            2 payload (JSON text)     3 maxAttempts       4 priority
 --    5 runAt ms or ''     6 timeoutMs or 'null'     7 forceKillOnTimeout 'true'|'false'
 --    8 tags JSON or 'null'   9 tag list             10 idempotencyKey or ''
@@ -11,6 +11,7 @@
 --   15 groupId           16 groupTier              17 dependsOn job ids (-k: batch job k-1)
 --   18 dependsOnTags JSON or 'null'                19 dependsOn tag list
 --   20 `added` metadata JSON without dependsOn and without its closing brace
+--   21 stepData JSON (the trace context, dataqueue.tracing); absent: {}
 --   (absent values are the string 'null'; user JSON travels as text, never re-encoded)
 --
 -- Returns {0, id, ...} (input order; -id for an idempotent duplicate, which wrote

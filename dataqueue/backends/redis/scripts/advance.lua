@@ -10,6 +10,8 @@
 -- args(4)  '*' (every job type) or 'types'
 -- args(5)  n, the number of job types that follow (with 'types')
 -- args(6 .. 5+n)  job types
+-- then: r, the number of rate limits, then r triples: job type, limit (most starts per
+--       window), window in milliseconds
 -- then: m, the number of completions, then m triples: job id, '1'|'0' (output given),
 --       output JSON ('' when not given: the stored output is kept)
 --
@@ -40,9 +42,18 @@
 -- lastRetriedAt now if it had attempts (not for a job resumed from waiting: a wait is
 -- not an attempt), a `processing` event.
 --
--- Returns {c, completed ids (c of them), then per claimed job 13 values: id, jobType,
+-- Rate limits: `P rate:<jobType>` (score and member: the claim's time, member
+-- '<ms>:<id>') logs the starts of a limited type. Before claiming, entries older than
+-- the window are dropped and the rest counted (every entry left counts, even one later
+-- than this call's clock); a limited type is claimed only while the count is below its
+-- limit, and each job claimed of it adds an entry. The key expires one window after
+-- its newest entry. So no window holds more starts than the limit (to the millisecond).
+--
+-- Returns {c, completed ids (c of them), w, then per claimed job 13 values: id, jobType,
 -- payload, attempts, maxAttempts, timeoutMs, forceKillOnTimeout, retryDelay,
--- retryBackoff, retryDelayMax, stepData, groupId, resumed ('1'|'0')}.
+-- retryBackoff, retryDelayMax, stepData, groupId, resumed ('1'|'0')}; w is the
+-- milliseconds until the first rate-limited type this claim left full has room again
+-- (-1: none is full).
 
 local PROMOTE = 1000
 
@@ -59,6 +70,7 @@ if kept then
     table.insert(replay, id)
   end
   replay[1] = #replay - 1
+  table.insert(replay, -1)
   for id, resumed in string.gmatch(claimed_text, '(%d+):(%d)') do
     local c = redis.call('HMGET', P .. 'job:' .. id, unpack(CLAIM_FIELDS))
     table.insert(replay, id)
@@ -80,8 +92,19 @@ for k = 1, n_types do
   types[k] = args(5 + k)
 end
 local pos = 6 + n_types
+local rates = {}  -- in argument order
+local rate_of = {}
+for k = 0, tonumber(args(pos)) - 1 do
+  local r = {job_type = args(pos + 1 + 3 * k), max = tonumber(args(pos + 2 + 3 * k)),
+    per = tonumber(args(pos + 3 + 3 * k)), taken = 0}
+  r.key = P .. 'rate:' .. r.job_type
+  table.insert(rates, r)
+  rate_of[r.job_type] = r
+end
+pos = pos + 1 + 3 * #rates
 local now = now_ms()
 local now_text = int_text(now)
+stats_defer()  -- statistics written once, by keep_reply(): every return goes through it
 
 -- Completions.
 local completed = {}
@@ -90,7 +113,7 @@ for k = 0, m - 1 do
   local id = args(pos + 1 + 3 * k)
   local job_key = P .. 'job:' .. id
   local f = redis.call('HMGET', job_key, 'status', 'lockedBy', 'groupId', 'tags',
-    'dependsOnJobIds', 'dependsOnTags')
+    'dependsOnJobIds', 'dependsOnTags', 'jobType', 'startedAt')
   if f[1] == 'processing' and f[2] == worker then
     local fields = {'status', 'completed', 'updatedAt', now_text, 'completedAt', now_text,
       'stepData', 'null', 'waitUntil', 'null', 'waitTokenId', 'null'}
@@ -99,7 +122,8 @@ for k = 0, m - 1 do
       table.insert(fields, args(pos + 3 + 3 * k))
     end
     redis.call('HSET', job_key, unpack(fields))
-    set_status(id, 'processing', 'completed', {status_written = true, group = f[3], tags = f[4]})
+    set_status(id, 'processing', 'completed', {status_written = true, group = f[3], tags = f[4],
+      job_type = f[7], started_at = f[8], completed_at = now})
     if not (is_null(f[5]) and is_null(f[6])) then
       forget_prerequisites(id, {f[5], f[6]})
     end
@@ -112,8 +136,11 @@ local reply = {#completed}
 for _, id in ipairs(completed) do
   table.insert(reply, id)
 end
+table.insert(reply, -1)
+local wait_at = #reply
 local claimed_kept = {}
 local function keep_reply()
+  stats_flush()
   if #completed > 0 or #claimed_kept > 0 then
     keep_call_reply(table.concat(completed, ',') .. '|' .. table.concat(claimed_kept, ','))
   end
@@ -137,6 +164,21 @@ promote(P .. 'waiting')
 
 if all_types then
   types = redis.call('SMEMBERS', P .. 'queue_types')
+end
+
+-- Room of each rate-limited type: its limit less the starts left in its window.
+for _, r in ipairs(rates) do
+  redis.call('ZREMRANGEBYSCORE', r.key, '-inf', '(' .. int_text(now - r.per))
+  r.room = r.max - redis.call('ZCARD', r.key)
+end
+
+local function log_start(r, id)
+  local member = now_text .. ':' .. id
+  while redis.call('ZADD', r.key, now, member) == 0 do
+    member = member .. '+'  -- the same job claimed twice in one millisecond
+  end
+  r.room = r.room - 1
+  r.taken = r.taken + 1
 end
 
 -- What to do with a ready-queue head: 'claim', 'parked' (its group is at the limit) or
@@ -214,7 +256,8 @@ local function claim(id, job_key, f)
   table.insert(fields, 'status')
   table.insert(fields, 'processing')
   redis.call('HSET', job_key, unpack(fields))
-  set_status(id, status, 'processing', {status_written = true, group = f[6], tags = f[13]})
+  set_status(id, status, 'processing', {status_written = true, group = f[6], tags = f[13],
+    job_type = f[14]})
   add_event(id, 'processing', now, nil)
   local resumed_flag = '0'
   if resumed then
@@ -236,9 +279,16 @@ while claimed < limit do
   local heads = {}
   local last_of_full = {}
   for _, job_type in ipairs(types) do
+    local fetch = want
+    if rate_of[job_type] then
+      fetch = math.min(want, rate_of[job_type].room)
+    end
+    if fetch <= 0 then
+      exhausted_types[job_type] = true  -- no room left in its window
+    end
     if not exhausted_types[job_type] then
       local key = P .. 'queue:' .. job_type
-      local rows = redis.call('ZRANGE', key, 0, want - 1, 'WITHSCORES')
+      local rows = redis.call('ZRANGE', key, 0, fetch - 1, 'WITHSCORES')
       if #rows == 0 then
         exhausted_types[job_type] = true
         if all_types then
@@ -248,7 +298,7 @@ while claimed < limit do
         for r = 1, #rows, 2 do
           table.insert(heads, {tonumber(rows[r + 1]), rows[r], key})
         end
-        if #rows / 2 == want then
+        if #rows / 2 == fetch then
           last_of_full[rows[#rows - 1]] = true
         end
       end
@@ -278,6 +328,9 @@ while claimed < limit do
     if outcome == 'claim' then
       claim(id, job_key, f)
       claimed = claimed + 1
+      if rate_of[f[14]] then
+        log_start(rate_of[f[14]], id)
+      end
     elseif outcome == 'moved' then
       returned = pass_group_slot(f[6])
     end
@@ -297,5 +350,22 @@ while claimed < limit do
     end
   end
 end
+-- When a type left full has room again: once its limit-th newest start leaves the window.
+local wait = -1
+for _, r in ipairs(rates) do
+  if r.taken > 0 then
+    redis.call('PEXPIRE', r.key, r.per + 1)
+  end
+  if r.room <= 0 then
+    local nth = redis.call('ZREVRANGE', r.key, r.max - 1, r.max - 1, 'WITHSCORES')
+    if #nth > 0 then
+      local ms = tonumber(nth[2]) + r.per + 1 - now
+      if wait < 0 or ms < wait then
+        wait = ms
+      end
+    end
+  end
+end
+reply[wait_at] = wait
 keep_reply()
 return reply

@@ -9,7 +9,8 @@
 --
 -- A deleted job leaves nothing behind (W-UB-7): its hash, tag set, events, idempotency
 -- key (if it still names this job), its memberships of status/type/tag/all sets and of
--- its prerequisites' `P dep:<id>` and `P tagdep:<tag>` sets, and its own `P dep:<id>`.
+-- its prerequisites' `P dep:<id>` and `P tagdep:<tag>` sets, and its own `P dep:<id>`;
+-- it leaves the statistics' counts (stats_on_delete).
 -- Returns {next cursor, number deleted}.
 
 local now = now_ms()
@@ -41,6 +42,7 @@ for _, id in ipairs(scan[2]) do
     if f[4] and f[4] ~= 'null' and redis.call('GET', P .. 'idempotency:' .. f[4]) == id then
       redis.call('DEL', P .. 'idempotency:' .. f[4])
     end
+    stats_on_delete(id, wanted, f[3])
     redis.call('SREM', P .. 'type:' .. f[3], id)
     redis.call('SREM', P .. 'status:' .. wanted, id)
     redis.call('ZREM', P .. 'all', id)
