@@ -727,3 +727,30 @@ end
 local function keep_array_reply(reply)
   keep_call_reply(cjson.encode(reply))
 end
+
+-- Resumes the jobs waiting on token `token` (its `P token_waiters:<token>` set, and the
+-- token's jobId for jobs parked by upstream's Redis backend): each one still waiting on
+-- it stays `waiting` with waitTokenId cleared and waitUntil = now, and goes back to its
+-- ready queue, so the claim resumes it without using an attempt.
+local function resume_token_waiters(token, job_id, now_text)
+  local waiters_key = P .. 'token_waiters:' .. token
+  local ids = redis.call('SMEMBERS', waiters_key)
+  if not is_null(job_id) then
+    table.insert(ids, job_id)
+  end
+  local seen = {}
+  for _, id in ipairs(ids) do
+    if not seen[id] then
+      seen[id] = true
+      local job_key = P .. 'job:' .. id
+      local f = redis.call('HMGET', job_key, 'status', 'waitTokenId')
+      if f[1] == 'waiting' and f[2] == token then
+        redis.call('HSET', job_key, 'waitTokenId', 'null', 'waitUntil', now_text,
+          'updatedAt', now_text)
+        make_ready(id)
+      end
+    end
+  end
+  redis.call('DEL', waiters_key)
+end
+

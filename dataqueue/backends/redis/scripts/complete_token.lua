@@ -26,30 +26,6 @@ local function reply(outcome)
   return outcome
 end
 
--- Same as in expire_tokens.lua (helpers shared by scripts belong in _lib.lua, which
--- this script's author does not own).
-local function resume_token_waiters(token, job_id, now_text)
-  local waiters_key = P .. 'token_waiters:' .. token
-  local ids = redis.call('SMEMBERS', waiters_key)
-  if not is_null(job_id) then
-    table.insert(ids, job_id)
-  end
-  local seen = {}
-  for _, id in ipairs(ids) do
-    if not seen[id] then
-      seen[id] = true
-      local job_key = P .. 'job:' .. id
-      local f = redis.call('HMGET', job_key, 'status', 'waitTokenId')
-      if f[1] == 'waiting' and f[2] == token then
-        redis.call('HSET', job_key, 'waitTokenId', 'null', 'waitUntil', now_text,
-          'updatedAt', now_text)
-        make_ready(id)
-      end
-    end
-  end
-  redis.call('DEL', waiters_key)
-end
-
 local kept = previous_reply()
 if kept then
   return tonumber(kept)
