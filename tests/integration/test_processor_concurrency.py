@@ -6,6 +6,7 @@ they do in PostgreSQL tables either way (``worker_process.py``).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -206,6 +207,21 @@ def test_claim_is_an_ordered_index_scan(pg_queue: dq.JobQueue, engine: sa.Engine
         )
     assert "Index Scan using idx_job_queue_claim_order" in plan
     assert "Seq Scan on job_queue j" not in plan
+
+
+def test_next_scheduled_job_is_one_probe_of_the_pending_run_at_index(
+    pg_queue: dq.JobQueue, engine: sa.Engine
+) -> None:
+    from dataqueue.backends.postgres import sql as pg_sql
+
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    pg_queue.add_jobs([{"job_type": "t", "payload": {}, "run_at": later} for _ in range(3000)])
+    run_sql(engine, "ANALYZE job_queue")
+    sql = pg_sql._NEXT_DUE_SQL.format(job_queue="job_queue", type_filter="")
+    with engine.begin() as conn:
+        plan = "\n".join(row[0] for row in conn.execute(sa.text("EXPLAIN " + sql)))
+    assert "Index Scan using idx_job_queue_pending_run_at" in plan
+    assert "Seq Scan" not in plan
 
 
 def test_force_kill_runs_the_handler_in_a_child_and_kills_it(

@@ -29,7 +29,7 @@ for queries under 4 KiB).
 worker finished (guarded by ``status='processing' AND locked_by=<worker>``, W-LOCK-1),
 writes their ``completed`` events, claims the next jobs with ``FOR UPDATE SKIP
 LOCKED`` and writes their ``processing`` events (W-EV-2: same transaction). The claim
-is three index-ordered, limited branches (pending by ``idx_job_queue_claimable``,
+is three index-ordered, limited branches (pending by ``idx_job_queue_claim_order``,
 due retries by ``idx_job_queue_failed_retry``, due waits by ``idx_job_queue_wait_until``)
 merged and limited again, so its cost does not grow with the backlog (W-PLAN-1).
 Dependency checks run only for rows that have dependencies.
@@ -540,8 +540,8 @@ _BRANCHES = (
         "pending",
         # run_at is compared as an expression on purpose: with stale statistics (a burst
         # of jobs right after the table was created or truncated) PostgreSQL would
-        # otherwise AND idx_job_queue_run_at into a bitmap scan and sort every pending
-        # row; this way the ordered idx_job_queue_claim_order scan is the only plan.
+        # otherwise AND idx_job_queue_pending_run_at into a bitmap scan and sort every
+        # pending row; this way the ordered idx_job_queue_claim_order scan is the only plan.
         "j.status = 'pending' AND j.run_at - now() <= interval '0' AND j.attempts < j.max_attempts",
         "j.priority DESC, j.created_at, j.id",
     ),
