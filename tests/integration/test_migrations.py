@@ -450,7 +450,7 @@ UPSTREAM_ONLY_INDEXES = {
 }
 
 
-def test_lean_indexes_revision_drops_upstreams_unneeded_indexes_and_downgrade_restores_them(
+def test_lean_indexes_revision_drops_unneeded_indexes_and_downgrade_restores_them(
     fresh_database_url: str,
 ) -> None:
     upgrade(fresh_database_url, revision="0006_stats_indexes")
@@ -464,6 +464,10 @@ def test_lean_indexes_revision_drops_upstreams_unneeded_indexes_and_downgrade_re
     after = index_definitions(fresh_database_url)
     assert not UPSTREAM_ONLY_INDEXES & set(after)
     assert "WHERE ((status)::text = 'pending'::text)" in after["idx_job_queue_pending_run_at"]
+    assert after["idx_job_queue_tags"].endswith("USING gin (tags) WHERE (tags IS NOT NULL)")
+    assert after["idx_job_queue_depends_on_job_ids"].endswith(
+        "USING gin (depends_on_job_ids) WHERE (depends_on_job_ids IS NOT NULL)"
+    )
     assert set(after) == set(before) - UPSTREAM_ONLY_INDEXES | {"idx_job_queue_pending_run_at"}
     alembic.command.check(alembic_config(fresh_database_url))
 

@@ -254,3 +254,26 @@ def test_validate_handler_serializable_is_public() -> None:
     assert dq.validate_handler_serializable(isolated_handlers.double, "double").is_serializable
     check = dq.validate_handler_serializable(lambda p: p, "email")
     assert not check.is_serializable and check.error is not None and "lambda" in check.error
+
+
+@pytest.mark.parametrize("mode", ["all", "any", "exact"])
+def test_tag_filters_use_the_partial_gin_index(
+    pg_queue: dq.JobQueue, engine: sa.Engine, mode: str
+) -> None:
+    from dataqueue.backends.postgres.backend import _tag_condition
+    from dataqueue.enums import TagMatch
+    from dataqueue.schema import job_queue
+
+    pg_queue.add_jobs(
+        [
+            {"job_type": "t", "payload": {}, "tags": ["rare"] if i % 500 == 0 else None}
+            for i in range(5000)
+        ]
+    )
+    run_sql(engine, "ANALYZE job_queue")
+    statement = sa.select(job_queue.c.id).where(_tag_condition(TagMatch(mode), ["rare"]))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # tiny table: prefer the index
+        compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+        plan = "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {compiled}"))
+    assert "idx_job_queue_tags" in plan, plan
