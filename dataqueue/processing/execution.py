@@ -50,6 +50,7 @@ class Execution:
         self._lock = threading.Lock()
         self._settled = False
         self.armed_ms = 0  # duration of the last arming, reported in the timeout message
+        self.armed = False  # a deadline was set at least once (disarm has work to do)
         self.abandoned = False  # timed out while its handler still runs
         # The job's memo of completed steps and waits (__wait_<n>), shared with ctx.
         self.step_data: dict[str, Any] = dict(job.step_data or {})
@@ -107,11 +108,14 @@ class Watchdog:
             generation = next(self._counter)
             self._generation[id(execution)] = generation
             execution.armed_ms = ms
+            execution.armed = True
             heapq.heappush(self._heap, (time.monotonic() + ms / 1000, generation, execution))
             self._cond.notify()
 
     def disarm(self, execution: Execution) -> None:
         """Forget the job's deadline (it settled)."""
+        if not execution.armed:  # never armed (no timeout): nothing to forget
+            return
         with self._cond:
             self._generation.pop(id(execution), None)
 

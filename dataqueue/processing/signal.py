@@ -18,15 +18,25 @@ class AbortSignal:
     """
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        # One is made per claimed job and most are never waited on or aborted, so the
+        # Event (a Condition and its lock) and the callback list are made on first use.
+        self._event: threading.Event | None = None
         self._reason: str | None = None
         self._lock = threading.Lock()
-        self._callbacks: list[Callable[[], object]] = []
+        self._callbacks: list[Callable[[], object]] | None = None
+
+    def _get_event(self) -> threading.Event:
+        with self._lock:
+            if self._event is None:
+                self._event = threading.Event()
+                if self._reason is not None:
+                    self._event.set()
+            return self._event
 
     @property
     def aborted(self) -> bool:
         """True once the job was aborted."""
-        return self._event.is_set()
+        return self._reason is not None
 
     @property
     def reason(self) -> str | None:
@@ -35,17 +45,22 @@ class AbortSignal:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Sleep up to ``timeout`` seconds (forever if None); True if aborted meanwhile."""
-        return self._event.wait(timeout)
+        if self._reason is not None:
+            return True
+        return self._get_event().wait(timeout)
 
     def raise_if_aborted(self) -> None:
         """Raise :class:`JobAbortedError` if the job was aborted."""
-        if self._event.is_set():
-            raise JobAbortedError(self._reason)
+        reason = self._reason
+        if reason is not None:
+            raise JobAbortedError(reason)
 
     def on_abort(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` when the job is aborted (at once if it already was)."""
         with self._lock:
-            if not self._event.is_set():
+            if self._reason is None:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append(callback)
                 return
         callback()
@@ -53,10 +68,11 @@ class AbortSignal:
     def abort(self, reason: str) -> None:
         """Abort: set the reason (first one wins), wake every ``wait``, run callbacks."""
         with self._lock:
-            if self._event.is_set():
+            if self._reason is not None:
                 return
             self._reason = reason
-            self._event.set()
-            callbacks, self._callbacks = self._callbacks, []
+            if self._event is not None:
+                self._event.set()
+            callbacks, self._callbacks = self._callbacks or [], None
         for callback in callbacks:
             callback()

@@ -19,7 +19,7 @@ import socket
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import psycopg
@@ -57,6 +57,7 @@ from dataqueue.records import (
 from dataqueue.validation import EDITED_KEYS, JobFilter, NewJob
 
 logger = logging.getLogger("dataqueue.postgres")
+_T = TypeVar("_T")
 
 jq = schema.job_queue
 je = schema.job_events
@@ -352,7 +353,9 @@ class PostgresBackend:
         self._enqueuer = Enqueuer(self._sql, schema, engine.dialect, channel)
         self._fail_sql = pg_sql.render_fail(schema, channel)
         self._named = pg_sql.render_named(schema, channel)
-        self._advance_cache: dict[tuple[bool, bool, int, pg_sql.FreeTypes | None], str] = {}
+        self._advance_cache: dict[
+            tuple[bool, bool, int, pg_sql.FreeTypes | None], tuple[str, str]
+        ] = {}
         self._rate_lock_keys: dict[str, int] = {}
         # One advisory lock serialises claims under a group limit (W-GRP-1).
         self._lock_key = _GROUP_LOCK_BASE + zlib.crc32((schema or "").encode())
@@ -419,19 +422,32 @@ class PostgresBackend:
                 return self._enqueuer.add_on(conn, jobs, count, inserted)
 
     def _add_one(self, jobs: Iterable[NewJob], inserted: list[bool] | None) -> list[int]:
-        """One job on a pooled psycopg connection, in autocommit, without SQLAlchemy's
-        execution layer (about a third of a single ``add_job``'s time; issue 12): the
-        statement is the same prepared one. Errors are raised as SQLAlchemy raises them.
+        """One job: the same prepared statement, on the psycopg connection directly
+        (SQLAlchemy's execution layer was about a third of a single ``add_job``)."""
+        return self._on_psycopg(
+            lambda raw: self._enqueuer.add_on(raw, jobs, 1, inserted),
+            lambda conn: self._enqueuer.add_on(conn, jobs, 1, inserted),
+        )
+
+    def _on_psycopg(
+        self, work: Callable[[psycopg.Connection[Any]], _T], fallback: Callable[[sa.Connection], _T]
+    ) -> _T:
+        """Run ``work`` on a pooled psycopg connection in autocommit, without SQLAlchemy's
+        execution layer, for the hot paths (single enqueue, the processor's cycle).
+        Errors are raised as SQLAlchemy raises them, and a connection found broken is
+        dropped from the pool. ``fallback`` runs on an autocommit SQLAlchemy connection
+        when the pool holds another driver's connections.
         """
         fairy = self.engine.raw_connection()
         raw = fairy.dbapi_connection
+        if not isinstance(raw, psycopg.Connection) or raw.autocommit:
+            fairy.close()
+            with self._autocommit.connect() as conn:  # another driver: the usual path
+                return fallback(conn)
         try:
-            if not isinstance(raw, psycopg.Connection) or raw.autocommit:
-                with self._autocommit.connect() as conn:  # another driver: the usual path
-                    return self._enqueuer.add_on(conn, jobs, 1, inserted)
             raw.autocommit = True  # idle connection: no round trip
             try:
-                return self._enqueuer.add_on(raw, jobs, 1, inserted)
+                return work(raw)
             except psycopg.Error as exc:
                 error: Any = exc
                 disconnected = self.engine.dialect.is_disconnect(error, raw, None)
@@ -780,7 +796,8 @@ class PostgresBackend:
                 rate_periods=[limit.per for _, limit in limited],
                 free_types=free_types[1],
             )
-        statement = sa.text(self._advance_sql(claim, free_types[0]))
+        sql, native = self._advance_sql(claim, free_types[0])
+        statement = sa.text(sql)
         with self._translate_errors():
             if limited:
                 # Per limited type (and the group lock): no two claims count the same room.
@@ -795,8 +812,10 @@ class PostgresBackend:
                     conn.execute(sa.text(pg_sql.GROUP_CLAIM_LOCK_SQL), {"lock_key": self._lock_key})
                     rows = conn.execute(statement, params).all()
             else:
-                with self._autocommit.connect() as conn:
-                    rows = conn.execute(statement, params).all()
+                rows = self._on_psycopg(
+                    lambda raw: raw.execute(native, params).fetchall(),
+                    lambda conn: list(conn.execute(statement, params).all()),
+                )
         done: list[int] = []
         claimed: list[ClaimedJob] = []
         for row in rows:
@@ -809,11 +828,14 @@ class PostgresBackend:
                 claimed.append(ClaimedJob(*row[1:_CLAIMED_END]))
         return done, claimed
 
-    def _advance_sql(self, claim: ClaimRequest, rate_limited: pg_sql.FreeTypes | None) -> str:
+    def _advance_sql(
+        self, claim: ClaimRequest, rate_limited: pg_sql.FreeTypes | None
+    ) -> tuple[str, str]:
+        """The advance statement for ``claim``: as text() SQL and for psycopg."""
         scan = max(claim.limit, claim.scan_size, 1)
         key = (claim.job_types is not None, bool(claim.group_limit), scan, rate_limited)
-        sql = self._advance_cache.get(key)
-        if sql is None:
+        cached = self._advance_cache.get(key)
+        if cached is None:
             sql = pg_sql.render_advance(
                 self.schema,
                 type_filter=key[0],
@@ -821,8 +843,8 @@ class PostgresBackend:
                 scan_size=scan,
                 rate_limited=rate_limited,
             )
-            self._advance_cache[key] = sql
-        return sql
+            cached = self._advance_cache[key] = (sql, pg_sql.native_statement(sql))
+        return cached
 
     def _rate_lock_key(self, job_type: str) -> int:
         """The advisory lock of ``job_type``'s rate limit in this schema (a signed int8)."""

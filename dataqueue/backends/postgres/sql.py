@@ -353,6 +353,12 @@ def _templates(notify: bool) -> dict[str, str]:
     }
 
 
+def native_statement(sql: str) -> str:
+    """A rendered ``:name`` statement (no comments) for a psycopg 3 cursor: whitespace
+    compacted, ``%(name)s`` placeholders. Short enough, psycopg caches its parsing."""
+    return _BIND.sub(r"%(\1)s", _compact(sql).replace("%", "%%"))
+
+
 def _compact(sql: str) -> str:
     # The templates hold no comments and no string literal with repeated spaces.
     return " ".join(sql.split())
