@@ -241,6 +241,7 @@ def create_engine(database_url: str | sa.URL | None = None, **database_config: A
       it, a pooled connection the server closed while it sat idle (a restart,
       ``pg_terminate_backend``, an idle timeout) is still noticed at checkout without a
       round trip, by :func:`discard_closed_connection`, and replaced.
+    - The pool hands out the most recently returned connection first (LIFO).
     - ``application_name``; otherwise libpq's ``fallback_application_name`` is ``dataqueue``.
 
     Connections are rolled back when returned to the pool, and :func:`install_fork_safety`
@@ -782,6 +783,10 @@ def _engine_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
         "pool_recycle": pool_recycle,
         "pool_pre_ping": config.get("pool_pre_ping", False),
         "pool_reset_on_return": "rollback",
+        # The connection used last comes back first: its server process is the one
+        # most likely still warm (a claim right after an enqueue runs on the backend
+        # that just served it), and connections beyond the working set stay idle.
+        "pool_use_lifo": True,
     }
 
 

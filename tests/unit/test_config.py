@@ -343,6 +343,7 @@ def test_pool_defaults() -> None:
         "pool_recycle": 300,
         "pool_pre_ping": False,
         "pool_reset_on_return": "rollback",
+        "pool_use_lifo": True,
     }
     assert params.connect_args == {"fallback_application_name": "dataqueue"}
 
