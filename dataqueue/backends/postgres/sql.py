@@ -353,10 +353,24 @@ def _templates(notify: bool) -> dict[str, str]:
     }
 
 
+# A quoted identifier or a string literal (their doubled quotes included).
+_QUOTED = re.compile(r"(\"(?:[^\"]|\"\")*\"|'(?:[^']|'')*')")
+
+
 def native_statement(sql: str) -> str:
-    """A rendered ``:name`` statement (no comments) for a psycopg 3 cursor: whitespace
-    compacted, ``%(name)s`` placeholders. Short enough, psycopg caches its parsing."""
-    return _BIND.sub(r"%(\1)s", _compact(sql).replace("%", "%%"))
+    """A statement rendered for SQLAlchemy ``text()`` (``:name`` binds, ``\\:`` for a
+    literal colon; no comments), for a psycopg 3 cursor: ``%(name)s`` placeholders,
+    ``%`` doubled, and runs of whitespace outside quotes made one space, so that
+    psycopg caches the parsing of a statement that fits in 4 KiB. Quoted identifiers
+    (a schema name) and string literals are kept as they are.
+    """
+    parts = _QUOTED.split(sql)
+    for i, part in enumerate(parts):
+        escaped = part.replace("%", "%%")
+        if i % 2 == 0:  # outside quotes
+            escaped = _BIND.sub(r"%(\1)s", re.sub(r"\s+", " ", escaped))
+        parts[i] = escaped.replace("\\:", ":")
+    return "".join(parts).strip()
 
 
 def _compact(sql: str) -> str:
