@@ -19,8 +19,15 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from dataqueue.errors import ConfigurationError
-from dataqueue.rate_limits import RateLimit, parse_rate_limit
-from dataqueue.worker import milliseconds, one_line, positive_int, seconds_arg
+from dataqueue.worker import (
+    log_format_arg,
+    milliseconds,
+    one_line,
+    port_arg,
+    positive_int,
+    rate_limit_arg,
+    seconds_arg,
+)
 
 if TYPE_CHECKING:
     from dataqueue.queue import JobQueue
@@ -183,7 +190,7 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
     parser.add_argument(
         "--rate-limit",
         action="append",
-        type=_rate_limit,
+        type=rate_limit_arg,
         metavar="TYPE=N[/S]",
         help="at most N starts of job type TYPE in any S seconds (default 1) across all "
         "workers with this limit (repeatable; e.g. email=20/1)",
@@ -246,7 +253,7 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
     )
     parser.add_argument(
         "--log-format",
-        type=_log_format,
+        type=log_format_arg,
         metavar="FORMAT",
         help="text (default) or json: one JSON object per line with the record's fields "
         "(job_id, job_type, attempt, worker_id, duration_ms, action …) "
@@ -254,7 +261,7 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
     )
     parser.add_argument(
         "--metrics-port",
-        type=_port,
+        type=port_arg,
         metavar="PORT",
         help="serve Prometheus metrics on http://HOST:PORT/metrics (needs the prometheus "
         "extra; 0 picks a free port, logged; default: DATAQUEUE_METRICS_PORT, else none)",
@@ -280,9 +287,9 @@ def _worker_settings(args: argparse.Namespace) -> dict[str, object]:
         ("heartbeat_timeout", "HEARTBEAT_TIMEOUT", seconds_arg, 20.0),
         ("stuck_timeout", "STUCK_TIMEOUT", seconds_arg, 600.0),
         ("drain_timeout", "DRAIN_TIMEOUT", seconds_arg, 30.0),
-        ("metrics_port", "METRICS_PORT", _port, None),
+        ("metrics_port", "METRICS_PORT", port_arg, None),
         ("metrics_host", "METRICS_HOST", str, "0.0.0.0"),
-        ("log_format", "LOG_FORMAT", _log_format, "text"),
+        ("log_format", "LOG_FORMAT", log_format_arg, "text"),
     ):
         value = getattr(args, name)
         if value is None:
@@ -307,35 +314,6 @@ def _log_level(value: str) -> int:
 def _env_log_level() -> int | None:
     value = os.environ.get("DATAQUEUE_LOG_LEVEL", "").strip()
     return _log_level(value) if value else None
-
-
-_LOG_FORMATS = ("text", "json")
-
-
-def _log_format(value: str) -> str:
-    name = value.strip().lower()
-    if name not in _LOG_FORMATS:
-        raise argparse.ArgumentTypeError(
-            f"invalid log format {value!r}; expected one of {', '.join(_LOG_FORMATS)}"
-        )
-    return name
-
-
-def _rate_limit(text: str) -> tuple[str, RateLimit]:
-    try:
-        return parse_rate_limit(text)
-    except ConfigurationError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
-    return value
 
 
 def _log_to_stderr(level: int, log_format: str) -> None:

@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from dataqueue.errors import ConfigurationError
+from dataqueue.rate_limits import RateLimit, parse_rate_limit
 
 if TYPE_CHECKING:
     from dataqueue.contrib.prometheus import MetricsServer
@@ -247,6 +248,39 @@ def milliseconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a finite number of ms >= 0, got {text!r}")
+    return value
+
+
+#: Values of ``--log-format``.
+LOG_FORMATS = ("text", "json")
+
+
+def log_format_arg(value: str) -> str:
+    """argparse type: ``text`` or ``json``."""
+    name = value.strip().lower()
+    if name not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"invalid log format {value!r}; expected one of {', '.join(LOG_FORMATS)}"
+        )
+    return name
+
+
+def rate_limit_arg(text: str) -> tuple[str, RateLimit]:
+    """argparse type: ``TYPE=N[/S]``, at most N starts of TYPE in any S seconds."""
+    try:
+        return parse_rate_limit(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def port_arg(text: str) -> int:
+    """argparse type: a TCP port number, 0 to 65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
     return value
 
 

@@ -54,7 +54,15 @@ from django.db import close_old_connections  # type: ignore[import-untyped]
 
 from dataqueue.errors import ConfigurationError
 from dataqueue.queue import JobQueue, init_job_queue
-from dataqueue.worker import milliseconds, one_line, positive_int, seconds_arg
+from dataqueue.worker import (
+    log_format_arg,
+    milliseconds,
+    one_line,
+    port_arg,
+    positive_int,
+    rate_limit_arg,
+    seconds_arg,
+)
 
 __all__ = [
     "WorkerCommand",
@@ -247,6 +255,37 @@ class WorkerCommand(BaseCommand):  # type: ignore[misc]
             metavar="MS",
             help="how long to wait for running jobs on shutdown (default: 30000)",
         )
+        parser.add_argument(
+            "--rate-limit",
+            action="append",
+            type=rate_limit_arg,
+            metavar="TYPE=N[/S]",
+            help="at most N starts of job type TYPE in any S seconds (default 1) across all "
+            "workers with this limit (repeatable; e.g. email=20/1)",
+        )
+        parser.add_argument(
+            "--metrics-port",
+            type=port_arg,
+            metavar="PORT",
+            help="serve Prometheus metrics on http://HOST:PORT/metrics (needs the prometheus "
+            "extra; 0 picks a free port, logged)",
+        )
+        parser.add_argument(
+            "--metrics-host",
+            default="0.0.0.0",
+            metavar="HOST",
+            help="address the metrics server binds (default: 0.0.0.0)",
+        )
+        parser.add_argument(
+            "--log-format",
+            type=log_format_arg,
+            default="text",
+            metavar="FORMAT",
+            help="text (default) or json: one JSON object per line with the record's fields "
+            "(job_id, job_type, attempt, worker_id, duration_ms, action …), for the log "
+            "this command writes to stderr when the project's LOGGING does not route "
+            "dataqueue's records",
+        )
 
     def get_handlers(self, reference: str | None) -> Mapping[str, Handler]:
         """The handlers to run, from ``reference`` or the settings; override to build them."""
@@ -271,8 +310,11 @@ class WorkerCommand(BaseCommand):  # type: ignore[misc]
         handlers = self.get_handlers(options["handlers"])
         verbosity = int(options["verbosity"])
         verbose = verbosity >= 3
+        log_format = options["log_format"]
         if verbosity >= 2:
-            _log_to_stderr(logging.DEBUG if verbose else logging.INFO)
+            _log_to_stderr(logging.DEBUG if verbose else logging.INFO, log_format)
+        elif log_format == "json":  # warnings and errors as JSON lines too
+            _log_to_stderr(logging.WARNING, log_format)
         try:
             queue = queue_from_settings(shared=False)
         except ConfigurationError as exc:
@@ -299,6 +341,8 @@ class WorkerCommand(BaseCommand):  # type: ignore[misc]
             processor_options["verbose"] = verbose
             if options["no_listen"]:
                 processor_options["listen"] = False
+            if options["rate_limit"]:
+                processor_options["rate_limits"] = dict(options["rate_limit"])
             supervisor_options: dict[str, Any] | None = None
             if not options["no_supervisor"]:
                 supervisor_options = {"verbose": verbose}
@@ -312,13 +356,18 @@ class WorkerCommand(BaseCommand):  # type: ignore[misc]
                     "SIGTERM/SIGINT drains and stops"
                 )
                 self.stdout.flush()
-            status = run_worker(
-                queue,
-                handlers,
-                processor_options=processor_options,
-                supervisor_options=supervisor_options,
-                drain_timeout_ms=options["drain_timeout"],
-            )
+            try:
+                status = run_worker(
+                    queue,
+                    handlers,
+                    processor_options=processor_options,
+                    supervisor_options=supervisor_options,
+                    drain_timeout_ms=options["drain_timeout"],
+                    metrics_port=options["metrics_port"],
+                    metrics_host=options["metrics_host"],
+                )
+            except ConfigurationError as exc:  # e.g. no prometheus-client, port in use
+                raise CommandError(str(exc)) from None
         if status:
             raise CommandError(f"worker exited with status {status}", returncode=status)
         if verbosity >= 1:
@@ -326,13 +375,20 @@ class WorkerCommand(BaseCommand):  # type: ignore[misc]
             self.stdout.flush()
 
 
-def _log_to_stderr(level: int) -> None:
-    """Show dataqueue's log at ``level`` unless the project's LOGGING already routes it."""
+def _log_to_stderr(level: int, log_format: str = "text") -> None:
+    """Show dataqueue's log at ``level`` unless the project's LOGGING already routes it;
+    ``log_format`` ``json`` writes one JSON object per record."""
+    from dataqueue.logs import JsonFormatter
+
     dataqueue_logger = logging.getLogger("dataqueue")
     if dataqueue_logger.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     dataqueue_logger.addHandler(handler)
     dataqueue_logger.setLevel(level)
 

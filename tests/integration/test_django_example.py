@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,6 +190,80 @@ def test_worker_command_rejects_a_bad_handlers_reference(project_url: str) -> No
     result = _manage(project_url, "dataqueue_worker", "--handlers", "signups.jobs:MISSING")
     assert result.returncode == 1
     assert "has no attribute 'MISSING'" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_worker_command_rate_limits_serves_metrics_and_logs_json(
+    project_url: str, engine: sa.Engine
+) -> None:
+    with dq.init_job_queue(engine=engine) as queue:
+        job_id = queue.add_job("send_welcome", {"signup_id": 999_999}, max_attempts=1)
+    port = _free_port()
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "dataqueue_worker",
+            "--poll-interval",
+            "100",
+            "--rate-limit",
+            "send_welcome=5/1",
+            "--metrics-port",
+            str(port),
+            "--metrics-host",
+            "127.0.0.1",
+            "--log-format",
+            "json",
+        ],
+        cwd=PROJECT,
+        env=_env(project_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while run_sql(engine, "SELECT status FROM job_queue WHERE id = :id", id=job_id) != [
+            ("failed",)
+        ]:
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, "the worker did not run the job"
+            time.sleep(0.05)
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    metrics = r.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "no metrics served"
+                time.sleep(0.1)
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=20)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.communicate()
+    assert worker.returncode == 0, stderr
+    assert 'dataqueue_jobs_started_total{job_type="send_welcome"} 1.0' in metrics
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    raised = [r for r in records if r.get("action") == "handler_raised"]
+    assert raised and raised[0]["job_id"] == job_id, stderr
+    # The rate limit was applied: its start was logged for the window.
+    starts = run_sql(engine, "SELECT job_type FROM dataqueue_rate_limit_starts")
+    assert ("send_welcome",) in starts
+
+
+def test_worker_command_refuses_a_bad_rate_limit(project_url: str) -> None:
+    result = _manage(project_url, "dataqueue_worker", "--rate-limit", "send_welcome=fast")
+    assert result.returncode != 0
+    assert "--rate-limit" in result.stderr and "send_welcome=fast" in result.stderr
 
 
 def test_django_conninfo_uses_the_connection_parameters() -> None:
