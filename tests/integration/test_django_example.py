@@ -70,6 +70,43 @@ def _count(engine: sa.Engine, sql: str, value: object) -> int:
     return int(run_sql(engine, sql, v=value)[0][0])
 
 
+def _start_worker(url: str, *args: str) -> subprocess.Popen[str]:
+    """``manage.py dataqueue_worker ARGS`` in a session of its own."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "dataqueue_worker", *args],
+        cwd=PROJECT,
+        env=_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for_status(
+    worker: subprocess.Popen[str], engine: sa.Engine, job_id: int, status: str
+) -> None:
+    deadline = time.monotonic() + 30
+    while run_sql(engine, "SELECT status FROM job_queue WHERE id = :id", id=job_id) != [(status,)]:
+        if worker.poll() is not None:
+            raise AssertionError(f"the worker exited early: {worker.communicate()[1][-3000:]}")
+        assert time.monotonic() < deadline, f"the worker did not make job {job_id} {status}"
+        time.sleep(0.05)
+
+
+def _stop_worker(worker: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGTERM (drain and stop); SIGKILL if it is still there after 20 s."""
+    if worker.stdout is not None and worker.stdout.closed:  # read already (it exited early)
+        return "", ""
+    try:
+        worker.send_signal(signal.SIGTERM)
+        return worker.communicate(timeout=20)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.communicate()
+
+
 @pytest.fixture(scope="module")
 def project_url(pg_admin_url: str) -> Iterator[str]:
     """A database with the dataqueue tables (dataqueue migrate) and the project's (Django)."""
@@ -135,39 +172,13 @@ def test_worker_command_processes_the_job_and_drains_on_sigterm(
     posted: dict[str, Any], project_url: str, engine: sa.Engine
 ) -> None:
     job_id = posted["commit"]["body"]["job_id"]
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "dataqueue_worker",
-            "--concurrency",
-            "2",
-            "--poll-interval",
-            "100",
-            "--verbosity",
-            "2",
-        ],
-        cwd=PROJECT,
-        env=_env(project_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    worker = _start_worker(
+        project_url, "--concurrency", "2", "--poll-interval", "100", "--verbosity", "2"
     )
     try:
-        deadline = time.monotonic() + 20
-        while run_sql(engine, "SELECT status FROM job_queue WHERE id = :id", id=job_id) != [
-            ("completed",)
-        ]:
-            assert worker.poll() is None, worker.communicate()
-            assert time.monotonic() < deadline, "the worker did not complete the job"
-            time.sleep(0.05)
-        worker.send_signal(signal.SIGTERM)
-        stdout, stderr = worker.communicate(timeout=20)
+        _wait_for_status(worker, engine, job_id, "completed")
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.communicate()
+        stdout, stderr = _stop_worker(worker)
     assert worker.returncode == 0, stderr
     assert "job types send_welcome" in stdout and "drained and stopped" in stdout
     assert "SIGTERM received" in stderr  # --verbosity 2 shows dataqueue's log
@@ -205,37 +216,22 @@ def test_worker_command_rate_limits_serves_metrics_and_logs_json(
     with dq.init_job_queue(engine=engine) as queue:
         job_id = queue.add_job("send_welcome", {"signup_id": 999_999}, max_attempts=1)
     port = _free_port()
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "dataqueue_worker",
-            "--poll-interval",
-            "100",
-            "--rate-limit",
-            "send_welcome=5/1",
-            "--metrics-port",
-            str(port),
-            "--metrics-host",
-            "127.0.0.1",
-            "--log-format",
-            "json",
-        ],
-        cwd=PROJECT,
-        env=_env(project_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    worker = _start_worker(
+        project_url,
+        "--poll-interval",
+        "100",
+        "--rate-limit",
+        "send_welcome=5/1",
+        "--metrics-port",
+        str(port),
+        "--metrics-host",
+        "127.0.0.1",
+        "--log-format",
+        "json",
     )
     try:
+        _wait_for_status(worker, engine, job_id, "failed")
         deadline = time.monotonic() + 30
-        while run_sql(engine, "SELECT status FROM job_queue WHERE id = :id", id=job_id) != [
-            ("failed",)
-        ]:
-            assert worker.poll() is None, worker.communicate()
-            assert time.monotonic() < deadline, "the worker did not run the job"
-            time.sleep(0.05)
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
@@ -244,12 +240,8 @@ def test_worker_command_rate_limits_serves_metrics_and_logs_json(
             except OSError:
                 assert time.monotonic() < deadline, "no metrics served"
                 time.sleep(0.1)
-        worker.send_signal(signal.SIGTERM)
-        _, stderr = worker.communicate(timeout=20)
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.communicate()
+        _, stderr = _stop_worker(worker)
     assert worker.returncode == 0, stderr
     assert 'dataqueue_jobs_started_total{job_type="send_welcome"} 1.0' in metrics
     records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
