@@ -105,6 +105,10 @@ TARGET_PICKUP_P50_MS = 5.0
 TARGET_PICKUP_P99_MS = 25.0
 
 
+#: The workloads, in the order they run (``--only`` picks some).
+WORKLOADS = ("drain", "add_jobs", "add_job", "pickup")
+
+
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile of an ascending sequence (``fraction`` in 0..1)."""
     if not sorted_values:
@@ -487,33 +491,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 info = server_info(engine)
                 workloads: dict[str, dict[str, list[dict[str, Any]]]] = {}
-                workloads["drain"] = interleave(
-                    args.runs,
-                    lambda: ours_drain(queue, engine, args.jobs),
-                    lambda: asyncio.run(
-                        pgq_drain(dsn, args.jobs, args.pgqueuer_max_concurrent_tasks)
-                    ),
-                    "drain",
-                )
-                for per_call, calls in ADD_JOBS_SHAPES:
+                only = set(args.only)
+                if "drain" in only:
+                    workloads["drain"] = interleave(
+                        args.runs,
+                        lambda: ours_drain(queue, engine, args.jobs),
+                        lambda: asyncio.run(
+                            pgq_drain(dsn, args.jobs, args.pgqueuer_max_concurrent_tasks)
+                        ),
+                        "drain",
+                    )
+                for per_call, calls in ADD_JOBS_SHAPES if "add_jobs" in only else ():
                     workloads[f"add_jobs_{per_call}"] = interleave(
                         args.runs,
                         lambda p=per_call, c=calls: ours_add_jobs(queue, engine, p, c),
                         lambda p=per_call, c=calls: asyncio.run(pgq_add_jobs(dsn, p, c)),
                         f"add_jobs {per_call}/call",
                     )
-                workloads["add_job"] = interleave(
-                    args.runs,
-                    lambda: ours_add_job(queue, engine, ADD_JOB_CALLS, ADD_JOB_WARMUP),
-                    lambda: asyncio.run(pgq_add_job(dsn, ADD_JOB_CALLS, ADD_JOB_WARMUP)),
-                    "add_job",
-                )
-                workloads["pickup"] = interleave(
-                    args.runs,
-                    lambda: ours_pickup(queue, engine, args.samples),
-                    lambda: asyncio.run(pgq_pickup(dsn, args.samples)),
-                    "pickup",
-                )
+                if "add_job" in only:
+                    workloads["add_job"] = interleave(
+                        args.runs,
+                        lambda: ours_add_job(queue, engine, ADD_JOB_CALLS, ADD_JOB_WARMUP),
+                        lambda: asyncio.run(pgq_add_job(dsn, ADD_JOB_CALLS, ADD_JOB_WARMUP)),
+                        "add_job",
+                    )
+                if "pickup" in only:
+                    workloads["pickup"] = interleave(
+                        args.runs,
+                        lambda: ours_pickup(queue, engine, args.samples),
+                        lambda: asyncio.run(pgq_pickup(dsn, args.samples)),
+                        "pickup",
+                    )
             finally:
                 queue.close()
     return summarize(args, info, external_url is None, workloads)
@@ -530,6 +538,8 @@ def summarize(
     rows: list[dict[str, Any]] = []
 
     def row(label: str, workload: str, key: str, unit: str, higher_is_better: bool) -> None:
+        if workload not in workloads:  # left out with --only
+            return
         ours = median_of(workloads[workload]["ours"], key)
         pgq = median_of(workloads[workload]["pgqueuer"], key)
         rows.append(
@@ -559,14 +569,22 @@ def summarize(
     row(f"pickup p50 (idle worker, {args.samples} samples)", "pickup", "p50_ms", "ms", False)
     row(f"pickup p99 (idle worker, {args.samples} samples)", "pickup", "p99_ms", "ms", False)
     by_key = {r["key"]: r for r in rows}
+    checks = {
+        "drain_ratio_ge_2": ("drain.jobs_per_s", "ratio", lambda v: v >= TARGET_DRAIN_RATIO),
+        "add_jobs_1000_ratio_ge_1_2": (
+            "add_jobs_1000.jobs_per_s",
+            "ratio",
+            lambda v: v >= TARGET_ADD_JOBS_RATIO,
+        ),
+        "add_job_rate_ge_pgqueuer": ("add_job.jobs_per_s", "ratio", lambda v: v >= 1.0),
+        "add_job_p50_le_pgqueuer": ("add_job.p50_ms", "ratio", lambda v: v <= 1.0),
+        "pickup_p50_le_5ms": ("pickup.p50_ms", "ours", lambda v: v <= TARGET_PICKUP_P50_MS),
+        "pickup_p99_le_25ms": ("pickup.p99_ms", "ours", lambda v: v <= TARGET_PICKUP_P99_MS),
+    }
     targets = {
-        "drain_ratio_ge_2": by_key["drain.jobs_per_s"]["ratio"] >= TARGET_DRAIN_RATIO,
-        "add_jobs_1000_ratio_ge_1_2": by_key["add_jobs_1000.jobs_per_s"]["ratio"]
-        >= TARGET_ADD_JOBS_RATIO,
-        "add_job_rate_ge_pgqueuer": by_key["add_job.jobs_per_s"]["ratio"] >= 1.0,
-        "add_job_p50_le_pgqueuer": by_key["add_job.p50_ms"]["ratio"] <= 1.0,
-        "pickup_p50_le_5ms": by_key["pickup.p50_ms"]["ours"] <= TARGET_PICKUP_P50_MS,
-        "pickup_p99_le_25ms": by_key["pickup.p99_ms"]["ours"] <= TARGET_PICKUP_P99_MS,
+        name: check(by_key[key][field])
+        for name, (key, field, check) in checks.items()
+        if key in by_key
     }
     rows_match = {
         name: all(r.get("rows_match", True) for side in sides.values() for r in side)
@@ -649,8 +667,17 @@ def main() -> None:
         default=0,
         help="pgqueuer's max_concurrent_tasks in the drain (default 0: unbounded, its default)",
     )
+    parser.add_argument(
+        "--only",
+        type=lambda text: [w for w in text.split(",") if w],
+        default=list(WORKLOADS),
+        help=f"comma-separated workloads to run (default: all of {','.join(WORKLOADS)})",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
+    unknown = sorted(set(args.only) - set(WORKLOADS))
+    if unknown:
+        parser.error(f"--only: unknown workload(s) {', '.join(unknown)}")
     try:
         import asyncpg  # noqa: F401
         import pgqueuer  # noqa: F401

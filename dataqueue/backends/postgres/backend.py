@@ -11,6 +11,7 @@ pipelined chunks (:mod:`dataqueue.backends.postgres.enqueue`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -66,6 +67,11 @@ cs = schema.cron_schedules
 dw = schema.dataqueue_workers
 
 _ONE_MS = sa.text("interval '1 millisecond'")
+
+#: ``sa.text(sql)``, built once per statement text: the constructor parses the statement
+#: for its binds (about 0.15 ms for the claim statement), on every call otherwise.
+_clause = functools.lru_cache(maxsize=1024)(sa.text)
+
 # A job of a registered worker whose heartbeat (locked_at) is older than that worker's
 # heartbeat timeout: the worker died or lost track of it.
 _ABANDONED = sa.and_(
@@ -354,7 +360,7 @@ class PostgresBackend:
         self._fail_sql = pg_sql.render_fail(schema, channel)
         self._named = pg_sql.render_named(schema, channel)
         self._advance_cache: dict[
-            tuple[bool, bool, int, pg_sql.FreeTypes | None], tuple[str, str]
+            tuple[bool, bool, int, pg_sql.FreeTypes | None], tuple[sa.TextClause, str]
         ] = {}
         self._rate_lock_keys: dict[str, int] = {}
         # One advisory lock serialises claims under a group limit (W-GRP-1).
@@ -397,7 +403,7 @@ class PostgresBackend:
         with self._translate_errors(), self._transaction() as conn:
             rows = list(conn.execute(statement).all())
             if changed(rows):
-                conn.execute(sa.text(pg_notify.NOTIFY_SQL), self._notify_params)
+                conn.execute(_clause(pg_notify.NOTIFY_SQL), self._notify_params)
         return rows
 
     # -- enqueue --------------------------------------------------------------------
@@ -548,7 +554,7 @@ class PostgresBackend:
     def _cascade(self, conn: sa.Connection, seed_ids: Sequence[int]) -> None:
         """Cancel jobs that depend on ``seed_ids`` (failed for good or cancelled)."""
         if seed_ids:
-            conn.execute(sa.text(self._named["cascade"]), {"seed_ids": list(seed_ids)})
+            conn.execute(_clause(self._named["cascade"]), {"seed_ids": list(seed_ids)})
 
     @contextmanager
     def _transaction(self) -> Iterator[sa.Connection]:
@@ -796,8 +802,7 @@ class PostgresBackend:
                 rate_periods=[limit.per for _, limit in limited],
                 free_types=free_types[1],
             )
-        sql, native = self._advance_sql(claim, free_types[0])
-        statement = sa.text(sql)
+        statement, native = self._advance_sql(claim, free_types[0])
         with self._translate_errors():
             if limited:
                 # Per limited type (and the group lock): no two claims count the same room.
@@ -805,11 +810,11 @@ class PostgresBackend:
                 if claim.group_limit:
                     keys.append(self._lock_key)
                 with self._transaction() as conn:
-                    conn.execute(sa.text(pg_sql.RATE_LOCK_SQL), {"lock_keys": keys})
+                    conn.execute(_clause(pg_sql.RATE_LOCK_SQL), {"lock_keys": keys})
                     rows = conn.execute(statement, params).all()
             elif claim.group_limit and claim.limit > 0:
                 with self._transaction() as conn:
-                    conn.execute(sa.text(pg_sql.GROUP_CLAIM_LOCK_SQL), {"lock_key": self._lock_key})
+                    conn.execute(_clause(pg_sql.GROUP_CLAIM_LOCK_SQL), {"lock_key": self._lock_key})
                     rows = conn.execute(statement, params).all()
             else:
                 rows = self._on_psycopg(
@@ -830,8 +835,9 @@ class PostgresBackend:
 
     def _advance_sql(
         self, claim: ClaimRequest, rate_limited: pg_sql.FreeTypes | None
-    ) -> tuple[str, str]:
-        """The advance statement for ``claim``: as text() SQL and for psycopg."""
+    ) -> tuple[sa.TextClause, str]:
+        """The advance statement for ``claim``: as a text() clause and for psycopg (both
+        built once: text() parses the statement, about 0.15 ms)."""
         scan = max(claim.limit, claim.scan_size, 1)
         key = (claim.job_types is not None, bool(claim.group_limit), scan, rate_limited)
         cached = self._advance_cache.get(key)
@@ -843,7 +849,7 @@ class PostgresBackend:
                 scan_size=scan,
                 rate_limited=rate_limited,
             )
-            cached = self._advance_cache[key] = (sql, pg_sql.native_statement(sql))
+            cached = self._advance_cache[key] = (sa.text(sql), pg_sql.native_statement(sql))
         return cached
 
     def _rate_lock_key(self, job_type: str) -> int:
@@ -869,12 +875,12 @@ class PostgresBackend:
         }
         if all(f.retry_in_seconds is not None for f in failures):
             with self._translate_errors(), self._autocommit.connect() as conn:
-                rows = conn.execute(sa.text(self._fail_sql), params).all()
+                rows = conn.execute(_clause(self._fail_sql), params).all()
         else:
             # Dependents are cancelled only when a prerequisite fails for good (W-DEP-1),
             # in the same transaction.
             with self._translate_errors(), self._transaction() as conn:
-                rows = conn.execute(sa.text(self._fail_sql), params).all()
+                rows = conn.execute(_clause(self._fail_sql), params).all()
                 self._cascade(conn, [r[0] for r in rows if not r[1]])
         return [FailResult(job_id=r[0], will_retry=r[1], dead_letter_job_id=r[2]) for r in rows]
 
@@ -934,7 +940,7 @@ class PostgresBackend:
             "step_data": step_data_json,
         }
         with self._translate_errors(), self._autocommit.connect() as conn:
-            return bool(conn.execute(sa.text(self._named["wait"]), params).all())
+            return bool(conn.execute(_clause(self._named["wait"]), params).all())
 
     # -- tokens ---------------------------------------------------------------------
 
@@ -972,7 +978,7 @@ class PostgresBackend:
     def complete_token(self, token_id: str, output_json: str | None) -> bool | None:
         with self._translate_errors(), self._transaction() as conn:
             done = conn.execute(
-                sa.text(self._named["complete_token"]),
+                _clause(self._named["complete_token"]),
                 {"token_id": token_id, "output": output_json},
             ).all()
             if not done:
@@ -980,14 +986,14 @@ class PostgresBackend:
                 return False if exists else None
             # A new statement, so it sees a job that started waiting while we waited
             # for the token's row lock (W-TOK-2).
-            conn.execute(sa.text(self._named["resume_token_waiters"]), {"token_ids": [token_id]})
+            conn.execute(_clause(self._named["resume_token_waiters"]), {"token_ids": [token_id]})
         return True
 
     def expire_timed_out_tokens(self) -> int:
         with self._translate_errors(), self._transaction() as conn:
-            expired = [r[0] for r in conn.execute(sa.text(self._named["expire_tokens"])).all()]
+            expired = [r[0] for r in conn.execute(_clause(self._named["expire_tokens"])).all()]
             if expired:
-                conn.execute(sa.text(self._named["resume_token_waiters"]), {"token_ids": expired})
+                conn.execute(_clause(self._named["resume_token_waiters"]), {"token_ids": expired})
         return len(expired)
 
     # -- cron -----------------------------------------------------------------------
@@ -1054,7 +1060,7 @@ class PostgresBackend:
                 if not overlapping:
                     [job_id] = self._enqueuer.enqueue(
                         [_job_from_schedule(row)],
-                        lambda sql, p: list(conn.execute(sa.text(sql), dict(p)).all()),
+                        lambda sql, p: list(conn.execute(_clause(sql), dict(p)).all()),
                     )
                     values["last_job_id"] = job_id
                     enqueued += 1
@@ -1077,7 +1083,7 @@ class PostgresBackend:
         types = None if job_types is None else list(job_types)
         with self._translate_errors(), self._autocommit.connect() as conn:
             value = conn.execute(
-                sa.text(self._named["next_due"]), {"job_types": types or [], "all": types is None}
+                _clause(self._named["next_due"]), {"job_types": types or [], "all": types is None}
             ).scalar()
         return None if value is None else float(value)
 
