@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 import dataqueue as dq
 from tests.conftest import StatementCounter
-from tests.integration.store_state import age_events, force_job
+from tests.integration.store_state import age_events, force_job, is_redis
 
 UTC = dt.timezone.utc
 
@@ -248,6 +248,35 @@ def test_cleanup_old_jobs_deletes_old_finished_jobs_in_batches(queue: dq.JobQueu
     assert {j.id for j in queue.get_all_jobs()} == {recent, retrying}
     assert queue.get_job_events(old[0]) == []  # events cascade
     assert queue.get_job_events(old_cancelled) == []
+
+
+def test_cleanup_old_jobs_deletes_the_tokens_of_deleted_jobs(queue: dq.JobQueue) -> None:
+    # PostgreSQL: waitpoints.job_id cascades; Redis keeps each job's tokens in
+    # `P job_tokens:<id>` and deletes them with the job.
+    created: dict[int, list[str]] = {}
+
+    def make_tokens(payload: Any, signal: Any, ctx: Any) -> None:
+        created[ctx.job_id] = [
+            ctx.create_token(timeout="1h").id,
+            ctx.create_token(tags=["t"]).id,
+        ]
+
+    old, recent = queue.add_job("mk", {}), queue.add_job("mk", {})
+    free = queue.create_token(timeout="1h").id  # no job: never cleaned up with one
+    assert queue.create_processor({"mk": make_tokens}, batch_size=2).start() == 2
+    force_job(queue, old, updated_days_ago=31)
+
+    assert queue.cleanup_old_jobs(days_to_keep=30) == 1
+    assert [queue.get_token(t) for t in created[old]] == [None, None]
+    assert all(queue.get_token(t) is not None for t in [*created[recent], free])
+    assert queue.expire_timed_out_tokens() == 0  # nothing left behind to expire
+    if is_redis(queue):
+        client = queue.get_redis_client()
+        prefix = queue._backend.prefix  # type: ignore[attr-defined]
+        assert not client.exists(f"{prefix}job_tokens:{old}")
+        assert client.exists(f"{prefix}job_tokens:{recent}")
+        timeouts = {m.decode() for m in client.zrange(f"{prefix}waitpoint_timeout", 0, -1)}
+        assert timeouts == {created[recent][0], free}
 
 
 def test_cleanup_old_job_events_deletes_in_batches(queue: dq.JobQueue) -> None:

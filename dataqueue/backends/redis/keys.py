@@ -13,6 +13,9 @@ deviations:
   dependency cascade; upstream only maintained it.
 - ``P tagdep:<tag>`` (new): ids of jobs whose ``dependsOnTags`` contain ``<tag>``, so
   the cascade finds tag-barrier dependents without scanning pending jobs (W-UB-3).
+- ``P job_tokens:<id>`` (new): the tokens job ``<id>`` created, deleted with the job by
+  ``cleanup_old_jobs`` as PostgreSQL's foreign key cascades. Tokens created before this
+  set existed stay after their job is deleted.
 
 Redis Cluster: scripts receive only the prefix as ``KEYS[1]`` and build every key from
 it, so all keys of a queue must live in one slot: use a hash-tagged prefix such as

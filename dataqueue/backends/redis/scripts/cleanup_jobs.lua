@@ -10,7 +10,9 @@
 -- A deleted job leaves nothing behind (W-UB-7): its hash, tag set, events, idempotency
 -- key (if it still names this job), its memberships of status/type/tag/all sets and of
 -- its prerequisites' `P dep:<id>` and `P tagdep:<tag>` sets, and its own `P dep:<id>`;
--- it leaves the statistics' counts (stats_on_delete).
+-- it leaves the statistics' counts (stats_on_delete). The tokens the job created go
+-- with it, as PostgreSQL's foreign key cascades: their `P waitpoint:<token>`,
+-- `P token_waiters:<token>` and `P waitpoint_timeout` entries, and `P job_tokens:<id>`.
 -- Returns {next cursor, number deleted}.
 
 local now = now_ms()
@@ -42,12 +44,19 @@ for _, id in ipairs(scan[2]) do
     if f[4] and f[4] ~= 'null' and redis.call('GET', P .. 'idempotency:' .. f[4]) == id then
       redis.call('DEL', P .. 'idempotency:' .. f[4])
     end
+    for _, token in ipairs(redis.call('SMEMBERS', P .. 'job_tokens:' .. id)) do
+      if redis.call('HGET', P .. 'waitpoint:' .. token, 'jobId') == id then
+        redis.call('DEL', P .. 'waitpoint:' .. token, P .. 'token_waiters:' .. token)
+        redis.call('ZREM', P .. 'waitpoint_timeout', token)
+      end
+    end
     stats_on_delete(id, wanted, f[3])
     redis.call('SREM', P .. 'type:' .. f[3], id)
     redis.call('SREM', P .. 'status:' .. wanted, id)
     redis.call('ZREM', P .. 'all', id)
     unplace(id)
-    redis.call('DEL', job_key, job_key .. ':tags', P .. 'events:' .. id, P .. 'dep:' .. id)
+    redis.call('DEL', job_key, job_key .. ':tags', P .. 'events:' .. id, P .. 'dep:' .. id,
+      P .. 'job_tokens:' .. id)
     deleted = deleted + 1
   end
 end

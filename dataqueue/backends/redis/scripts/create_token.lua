@@ -10,7 +10,9 @@
 --
 -- Writes `P waitpoint:<id>` (id, jobId, status waiting, output 'null', timeoutAt,
 -- createdAt now, completedAt 'null', tags) and, with a timeout, adds the id to
--- `P waitpoint_timeout` (score timeoutAt). Nothing is written when a token with this
+-- `P waitpoint_timeout` (score timeoutAt). A token of a job is also added to the job's
+-- `P job_tokens:<jobId>`, so that deleting the job deletes it (PostgreSQL's cascade).
+-- Nothing is written when a token with this
 -- id exists (an existing token is never overwritten) or when the job does not exist
 -- (PostgreSQL: primary key and foreign key violations).
 -- Returns 1 if created, 0 if the id is taken, -1 if the job does not exist.
@@ -49,4 +51,7 @@ end
 redis.call('HSET', key, 'id', token, 'jobId', job_value, 'status', 'waiting',
   'output', 'null', 'timeoutAt', timeout_at, 'createdAt', int_text(now),
   'completedAt', 'null', 'tags', tags)
+if job_id ~= '' then
+  redis.call('SADD', P .. 'job_tokens:' .. job_id, token)
+end
 return reply(1)
