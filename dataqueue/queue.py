@@ -681,7 +681,7 @@ class JobQueue:
         touching the store.
 
         All-or-nothing: an invalid entry raises (naming the value) and nothing is
-        written. A batch of more than 1,000 jobs on a psycopg 3 connection is sent
+        written. A batch of more than 200 jobs on a psycopg 3 connection is sent
         in pipelined chunks, the server writing one chunk while the next is checked
         and encoded: on the queue's own connection in one transaction, in the
         caller's transaction (``db=``) under a savepoint, so that an invalid entry or

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 import dataqueue as dq
+from dataqueue.backends.postgres.enqueue import PIPELINE_CHUNK
 from tests.conftest import StatementCounter, run_sql
 
 UTC = dt.timezone.utc
@@ -164,13 +165,15 @@ def test_add_jobs_with_empty_list_does_not_touch_the_store() -> None:
 def test_add_jobs_is_one_statement_for_rows_and_events(
     pg_queue: dq.JobQueue, engine: sa.Engine
 ) -> None:
+    # The largest batch that is not pipelined (larger ones: test_pipelined_enqueue.py).
+    count = PIPELINE_CHUNK
     with StatementCounter(engine) as counter:
-        ids = pg_queue.add_jobs([dq.JobOptions("bulk", {"i": i}, tags=["t"]) for i in range(500)])
+        ids = pg_queue.add_jobs([dq.JobOptions("bulk", {"i": i}, tags=["t"]) for i in range(count)])
     assert len(counter.statements) == 1
-    assert _count_jobs(pg_queue) == 500
+    assert _count_jobs(pg_queue) == count
     events = run_sql(engine, "SELECT count(*) FROM job_events WHERE event_type = 'added'")
-    assert events[0][0] == 500
-    assert len(ids) == 500
+    assert events[0][0] == count
+    assert len(ids) == count
 
 
 def test_add_jobs_resolves_repeated_key_in_batch_to_one_job(queue: dq.JobQueue) -> None:

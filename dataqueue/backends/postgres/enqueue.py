@@ -44,9 +44,12 @@ logger = logging.getLogger("dataqueue.postgres")
 #: Runs one enqueue statement (by its text) with its parameters; returns the rows.
 Execute = Callable[[str, Mapping[str, Any]], list[Any]]
 
-#: Jobs per statement of a pipelined batch. Smaller chunks start the server sooner
-#: and overlap more; each statement costs a little fixed work on the server.
-PIPELINE_CHUNK = 1000
+#: Jobs per statement of a pipelined batch (the first chunk is a quarter of it), and
+#: the batch size above which a batch is pipelined. Smaller chunks start the server
+#: sooner and overlap more; each statement costs a little fixed work on the server.
+#: Measured in alternating runs on 2 cores, 200 against 1,000: 1,000 jobs per call
+#: 16% faster, 500 per call 18%, 10,000 per call 26% (100 and 200 were alike).
+PIPELINE_CHUNK = 200
 
 
 class _EnqueueStatements:
