@@ -16,6 +16,7 @@ its own (hash-tagged) key prefix, whose keys are deleted afterwards. Modules mar
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -230,21 +231,38 @@ def client_cursor_engine(database_url: str) -> Iterator[sa.Engine]:
 
 
 class StatementCounter:
-    """Counts statements an engine sends (to check set-based, one-round-trip claims)."""
+    """Records the statements psycopg sends while active, on any connection of this
+    process: through SQLAlchemy, on the queue's direct psycopg paths (single enqueue,
+    batches, the processor's cycle) or on a caller's connection. Session set-up that a
+    newly opened connection runs (``SET``/``SHOW``, SQLAlchemy's first-connect
+    queries) is left out. For checks such as "one statement" and "nothing was sent".
+    """
 
-    def __init__(self, eng: sa.Engine) -> None:
+    _SETUP = re.compile(r"\s*(SET|SHOW|select pg_catalog\.|select current_schema)", re.IGNORECASE)
+
+    def __init__(self) -> None:
         self.statements: list[str] = []
-        self._engine = eng
+        self._patch = pytest.MonkeyPatch()
 
     def __enter__(self) -> StatementCounter:
-        sa.event.listen(self._engine, "before_cursor_execute", self._record)
+        original = psycopg.Cursor.execute
+        statements = self.statements
+        setup = self._SETUP
+
+        def execute(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(query, bytes):
+                text = query.decode()
+            else:
+                text = query if isinstance(query, str) else query.as_string(cursor)
+            if not setup.match(text):
+                statements.append(text)
+            return original(cursor, query, *args, **kwargs)
+
+        self._patch.setattr(psycopg.Cursor, "execute", execute)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        sa.event.remove(self._engine, "before_cursor_execute", self._record)
-
-    def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
+        self._patch.undo()
 
 
 @pytest.fixture(scope="session")

@@ -322,7 +322,7 @@ def test_unstorable_value_raises_before_any_statement_and_changes_nothing(
         schedule_id=queue.add_cron_job("nightly", "0 0 * * *", "report", {}),
     )
     before = _stored_state(engine)
-    with StatementCounter(engine) as counter, pytest.raises(dq.InvalidJobError) as info:
+    with StatementCounter() as counter, pytest.raises(dq.InvalidJobError) as info:
         call(queue, targets)
     assert message in str(info.value)
     assert counter.statements == []

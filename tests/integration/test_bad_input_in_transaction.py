@@ -170,7 +170,7 @@ def test_bad_job_in_callers_transaction_raises_and_leaves_it_usable(
     with caller.transaction(kind) as (db, execute):
         execute(f"INSERT INTO {caller.table} VALUES ('before')")
         queue.add_job("kept", {"n": 1}, db=db)
-        with StatementCounter(caller.engine) as counter, pytest.raises(case.error) as info:
+        with StatementCounter() as counter, pytest.raises(case.error) as info:
             _enqueue_bad(queue, call, case.options, db)
         assert case.message in str(info.value)
         assert counter.statements == []
@@ -184,7 +184,7 @@ def test_bad_job_in_callers_transaction_raises_and_leaves_it_usable(
 def test_bad_job_without_db_raises_before_any_statement(
     queue: dq.JobQueue, caller: CallersSide, call: str, case: BadJob
 ) -> None:
-    with StatementCounter(caller.engine) as counter, pytest.raises(case.error) as info:
+    with StatementCounter() as counter, pytest.raises(case.error) as info:
         _enqueue_bad(queue, call, case.options, None)
     assert case.message in str(info.value)
     assert counter.statements == []

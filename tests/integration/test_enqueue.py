@@ -167,7 +167,7 @@ def test_add_jobs_is_one_statement_for_rows_and_events(
 ) -> None:
     # The largest batch that is not pipelined (larger ones: test_pipelined_enqueue.py).
     count = PIPELINE_CHUNK
-    with StatementCounter(engine) as counter:
+    with StatementCounter() as counter:
         ids = pg_queue.add_jobs([dq.JobOptions("bulk", {"i": i}, tags=["t"]) for i in range(count)])
     assert len(counter.statements) == 1
     assert _count_jobs(pg_queue) == count

@@ -195,7 +195,7 @@ def test_edit_all_pending_jobs_edits_matching_pending_jobs(queue: dq.JobQueue) -
 def test_edit_all_pending_jobs_is_one_statement(pg_queue: dq.JobQueue, engine: sa.Engine) -> None:
     # W-N1-1: one statement updates every row and writes every event.
     pg_queue.add_jobs([{"job_type": "bulk", "payload": i} for i in range(50)])
-    with StatementCounter(engine) as counter:
+    with StatementCounter() as counter:
         changed = pg_queue.edit_all_pending_jobs({"job_type": "bulk"}, priority=3)
     assert changed == 50 and len(counter.statements) == 1
 
