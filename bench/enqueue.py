@@ -21,10 +21,10 @@ Scenarios (tables truncated before each one and before each timed batch):
    generate_series, no client data): the floor no client can go below on this
    machine, reported beside add_jobs so figures from different machines compare.
    On the queue's own connection a batch this large is sent in pipelined chunks
-   (1,000 jobs each) in one transaction.
+   (``PIPELINE_CHUNK`` jobs each, a quarter of that first) in one transaction.
 3. Like 2, but every job has three tags and a unique idempotency key.
 4. Like 2, but inside the caller's transaction (``db=`` a SQLAlchemy ``Connection``,
-   commit included): the whole batch is validated first and sent as one statement.
+   commit included): pipelined the same way, under a savepoint.
 
 The figures are printed, never asserted: this script does not fail on slow machines.
 The targets are reported as met or missed.
