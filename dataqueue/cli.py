@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from dataqueue.errors import ConfigurationError
 from dataqueue.worker import (
+    add_rate_limit_argument,
     log_format_arg,
     milliseconds,
     one_line,
     port_arg,
     positive_int,
-    rate_limit_arg,
     seconds_arg,
 )
 
@@ -187,14 +187,7 @@ def _add_worker_command(subparsers: argparse._SubParsersAction[argparse.Argument
         metavar="N",
         help="most running jobs per group across all workers (no limit)",
     )
-    parser.add_argument(
-        "--rate-limit",
-        action="append",
-        type=rate_limit_arg,
-        metavar="TYPE=N[/S]",
-        help="at most N starts of job type TYPE in any S seconds (default 1) across all "
-        "workers with this limit (repeatable; e.g. email=20/1)",
-    )
+    add_rate_limit_argument(parser)
     parser.add_argument(
         "--poll-interval", type=milliseconds, metavar="MS", help="ms between polls (5000)"
     )

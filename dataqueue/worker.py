@@ -273,6 +273,18 @@ def rate_limit_arg(text: str) -> tuple[str, RateLimit]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_rate_limit_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--rate-limit TYPE=N[/S]`` option (repeatable) of the worker commands."""
+    parser.add_argument(
+        "--rate-limit",
+        action="append",
+        type=rate_limit_arg,
+        metavar="TYPE=N[/S]",
+        help="at most N starts of job type TYPE in any S seconds (default 1) across all "
+        "workers with this limit (repeatable; e.g. email=20/1)",
+    )
+
+
 def port_arg(text: str) -> int:
     """argparse type: a TCP port number, 0 to 65535 (0: any free port)."""
     try:

@@ -55,12 +55,12 @@ from django.db import close_old_connections  # type: ignore[import-untyped]
 from dataqueue.errors import ConfigurationError
 from dataqueue.queue import JobQueue, init_job_queue
 from dataqueue.worker import (
+    add_rate_limit_argument,
     log_format_arg,
     milliseconds,
     one_line,
     port_arg,
     positive_int,
-    rate_limit_arg,
     seconds_arg,
 )
 
@@ -255,14 +255,7 @@ class WorkerCommand(BaseCommand):  # type: ignore[misc]
             metavar="MS",
             help="how long to wait for running jobs on shutdown (default: 30000)",
         )
-        parser.add_argument(
-            "--rate-limit",
-            action="append",
-            type=rate_limit_arg,
-            metavar="TYPE=N[/S]",
-            help="at most N starts of job type TYPE in any S seconds (default 1) across all "
-            "workers with this limit (repeatable; e.g. email=20/1)",
-        )
+        add_rate_limit_argument(parser)
         parser.add_argument(
             "--metrics-port",
             type=port_arg,

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import sqlalchemy as sa
 import dataqueue as dq
 from dataqueue.migrate import upgrade
 from tests.conftest import create_database, drop_database, run_sql
+from tests.integration.worker_runner import fetch_metrics, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ROOT / "examples" / "django_project"
@@ -203,19 +202,12 @@ def test_worker_command_rejects_a_bad_handlers_reference(project_url: str) -> No
     assert "has no attribute 'MISSING'" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_worker_command_rate_limits_serves_metrics_and_logs_json(
     project_url: str, engine: sa.Engine
 ) -> None:
     with dq.init_job_queue(engine=engine) as queue:
         job_id = queue.add_job("send_welcome", {"signup_id": 999_999}, max_attempts=1)
-    port = _free_port()
+    port = free_port()
     worker = _start_worker(
         project_url,
         "--poll-interval",
@@ -231,15 +223,7 @@ def test_worker_command_rate_limits_serves_metrics_and_logs_json(
     )
     try:
         _wait_for_status(worker, engine, job_id, "failed")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                    metrics = r.read().decode()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "no metrics served"
-                time.sleep(0.1)
+        metrics = fetch_metrics(port, lambda: worker.poll() is None)
     finally:
         _, stderr = _stop_worker(worker)
     assert worker.returncode == 0, stderr

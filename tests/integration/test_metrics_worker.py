@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import time
-import urllib.request
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import dataqueue as dq
 from tests.integration.store_state import is_redis, status_counts
-from tests.integration.worker_runner import WorkerProcess
+from tests.integration.worker_runner import WorkerProcess, fetch_metrics, free_port
 
 pytestmark = pytest.mark.all_backends
 
@@ -28,24 +27,9 @@ def _worker(queue: dq.JobQueue, request: pytest.FixtureRequest, *args: str) -> W
     return WorkerProcess(database_url, handlers, *args, redis_url=redis_url, key_prefix=prefix)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _scrape(port: int, worker: WorkerProcess) -> dict[tuple[str, frozenset[Any]], float]:
     """Every sample of ``/metrics`` by name and labels (retried while the server starts)."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-                text = reply.read().decode()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and worker.poll() is None, "no metrics served"
-            time.sleep(0.1)
+    text = fetch_metrics(port, lambda: worker.poll() is None)
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)
@@ -66,7 +50,7 @@ def test_worker_serves_processor_and_queue_metrics(
 ) -> None:
     queue.add_jobs([{"job_type": "greet", "payload": {"name": f"n{i}"}} for i in range(3)])
     queue.add_job("greet", {}, max_attempts=1)  # KeyError: 'name'
-    port = _free_port()
+    port = free_port()
     if how == "flag":
         args: tuple[str, ...] = ("--metrics-port", str(port))
     else:

@@ -7,7 +7,11 @@ its log stops storing and heartbeating: a test would then measure the pipe.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
+import time
+import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from tests.conftest import start_cli
@@ -67,3 +71,25 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.wait(timeout)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def fetch_metrics(port: int, running: Callable[[], bool]) -> str:
+    """The text of ``http://127.0.0.1:PORT/metrics``, retried for up to 30 s while the
+    worker starts its server (``running()``: the worker has not exited)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                text: str = reply.read().decode()
+                return text
+        except OSError:
+            assert time.monotonic() < deadline and running(), "no metrics served"
+            time.sleep(0.1)
